@@ -1,0 +1,5 @@
+import sys
+
+from diffguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""Model cards for the embedded models, written from the training record and a ``models check`` record.
+
+Nothing in a card is typed by hand: the command, seed, steps, wall time and machine come from the training record
+stored in the model folder, the quality figures from ``quality.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diffguard.quality import format_table
+
+
+def _train_section(train: dict[str, Any]) -> list[str]:
+    cfg = train["config"]
+    return [
+        "## How it was made",
+        "",
+        f"- command: `{train.get('command', 'not recorded')}`",
+        f"- seed {cfg['seed']}, {train['steps']} steps of batch {cfg['batch_size']}",
+        f"- wall time: {train['wall_s'] / 60:.1f} min of training steps on {train['device']}",
+        f"- machine: {train.get('machine', 'not recorded')}",
+        f"- full configuration: `{json.dumps(cfg, sort_keys=True)}`",
+        "- data: fmnist6 `train` only (known classes 0-5 of the Fashion-MNIST training split minus the `val` hold-out)",
+        "- training resumes from its checkpoint when the same command is rerun (`--max-minutes` splits it in parts)",
+        "",
+    ]
+
+
+def _quality_section(record: dict[str, Any]) -> list[str]:
+    return [
+        "## Measured quality",
+        "",
+        "Reproduce with `diffguard models check` (the README's demo command runs it).",
+        "",
+        format_table(record),
+        "",
+    ]
+
+
+def classifier_card(folder: Path, record: dict[str, Any]) -> str:
+    cfg = json.loads((folder / "config.json").read_text())
+    head = [
+        "# fmnist6 classifier-under-protection",
+        "",
+        f"A ResNet-18-style CNN (`SmallResNet`, torchvision `BasicBlock`s, width {cfg['width']}, blocks "
+        f"{cfg['blocks']}) for the 6 known fmnist6 classes: {', '.join(cfg['class_names'])}.",
+        f"Input: (B, 1, {cfg['resolution']}, {cfg['resolution']}) images in [-1, 1]; output: 6 logits. "
+        "Penultimate features: `features(x)`; Grad-CAM layer: `layer4`.",
+        "Files: `config.json`, `model.safetensors`.",
+        "",
+    ]
+    return "\n".join(head + _train_section(cfg["train"]) + _quality_section(record))
+
+
+def diffusion_card(folder: Path, record: dict[str, Any]) -> str:
+    info = json.loads((folder / "diffguard.json").read_text())
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    head = [
+        "# fmnist6 class-conditional pixel diffusion model",
+        "",
+        f"A diffusers `UNet2DModel` (channels {unet['block_out_channels']}, {unet['layers_per_block']} layer(s) per "
+        f"block, blocks {unet['down_block_types']}) predicting eps for (B, 1, {info['resolution']}, "
+        f"{info['resolution']}) images in [-1, 1].",
+        f"Class embedding with {unet['num_class_embeds']} rows: labels 0..{info['num_classes'] - 1} and the null "
+        f"class {info['null_label']} (label dropout p = {info['train']['config']['p_uncond']} in training), so the "
+        "same network gives the unconditional eps (classifier guidance, inversion) and the conditional one "
+        "(classifier-free guidance). The weights are the EMA weights.",
+        f"Schedule: {sched['beta_schedule']} betas {sched['beta_start']} to {sched['beta_end']}, "
+        f"{sched['num_train_timesteps']} steps, stored in `scheduler/scheduler_config.json`.",
+        "Files: `unet/` (diffusers folder, safetensors), `scheduler/`, `diffguard.json`.",
+        "",
+    ]
+    return "\n".join(head + _train_section(info["train"]) + _quality_section(record))
+
+
+def write_cards(record: dict[str, Any], classifier_dir: Path, diffusion_dir: Path) -> list[Path]:
+    """Write ``MODEL_CARD.md`` into both model folders; returns the paths written."""
+    out = []
+    for folder, make in ((classifier_dir, classifier_card), (diffusion_dir, diffusion_card)):
+        path = folder / "MODEL_CARD.md"
+        path.write_text(make(folder, record))
+        out.append(path)
+    return out

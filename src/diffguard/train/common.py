@@ -1,0 +1,152 @@
+"""Pieces shared by the training commands: device choice, seeded data order, EMA, resumable checkpoints, progress.
+
+Determinism: every random draw of step ``k`` comes from a generator seeded by ``(seed, k)`` and the data order of
+epoch ``e`` from one seeded by ``(seed, e)``, so a run resumed from a checkpoint at step ``k`` continues exactly as
+the uninterrupted run would (given the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``"auto"`` takes CUDA when present, else the CPU; any other value is passed to :class:`torch.device`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
+    return dev
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator private to one training step (or epoch), the same on every rerun."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of training step ``step``: epochs are seeded permutations of ``n`` items, the last partial batch dropped.
+
+    Returns a (batch_size,) int64 tensor on the CPU.
+    """
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"batch size {batch_size} exceeds the {n} training images")
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=step_generator(seed + 7919, epoch))
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor in [0, 1]: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+class EMA:
+    """Exponential moving average of parameters and buffers, decay ramped as min(decay, (1 + k) / (10 + k))."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds besides tensors: the step reached and the wall time spent so far (seconds)."""
+
+    step: int = 0
+    wall_s: float = 0.0
+
+
+def save_checkpoint(out: Path, config: Any, state: RunState, tensors: dict[str, Any]) -> None:
+    """Write ``out/checkpoint.pt`` atomically (temp file + rename). Loadable with ``weights_only=True``."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (CHECKPOINT + ".tmp")
+    payload = {"config": json.dumps(asdict(config), sort_keys=True), "state": asdict(state), **tensors}
+    torch.save(payload, tmp)
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def load_checkpoint(out: Path, config: Any) -> tuple[RunState, dict[str, Any]] | None:
+    """Read ``out/checkpoint.pt`` if present (never unpickling code). Refuses one made with another config."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    mine = json.dumps(asdict(config), sort_keys=True)
+    if payload["config"] != mine:
+        raise RuntimeError(
+            f"{path} was written with another configuration:\n  {payload['config']}\nnow:\n  {mine}\n"
+            "Use the same options to resume, or a new --out folder (or delete the checkpoint) to start over."
+        )
+    return RunState(**payload.pop("state")), payload
+
+
+def train_loop(
+    step_fn: Callable[[int], float],
+    state: RunState,
+    total: int,
+    save: Callable[[RunState], None],
+    ckpt_every: int,
+    max_minutes: float | None,
+    desc: str,
+) -> bool:
+    """Run ``step_fn(step) -> loss`` from ``state.step`` to ``total`` with a progress bar (loss, rate, ETA).
+
+    Saves every ``ckpt_every`` steps and when ``max_minutes`` of wall time have passed in this call.
+    Returns True when training reached ``total`` steps, False when it stopped early (resume by rerunning).
+    """
+    start = time.monotonic()
+    last = start
+    smooth = None
+    bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    try:
+        while state.step < total:
+            loss = step_fn(state.step)
+            smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+            now = time.monotonic()
+            state.wall_s += now - last
+            last = now
+            out_of_time = max_minutes is not None and now - start > 60.0 * max_minutes
+            if state.step % ckpt_every == 0 or state.step == total or out_of_time:
+                save(state)
+            if out_of_time and state.step < total:
+                return False
+    finally:
+        bar.close()
+    return True
+
+
+def iterate_minibatches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Consecutive slices of ``x`` along dim 0 (evaluation helper)."""
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i : i + batch_size]

@@ -1,0 +1,145 @@
+"""``diffguard train diffusion``: the fmnist6 class-conditional pixel diffusion model with a null class.
+
+A diffusers ``UNet2DModel`` with a class embedding of ``num_classes + 1`` rows is trained to predict eps (DDPM
+loss, uniform t). With probability ``p_uncond`` the label is replaced by the null class ``num_classes``, so the same
+network gives the unconditional eps (classifier guidance, inversion) and the conditional one (classifier-free
+guidance). The exported weights are the EMA ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from diffguard.data.fmnist6 import NUM_CLASSES, RESOLUTION, load_fmnist6
+from diffguard.models import save_diffusion
+from diffguard.sysinfo import command_line, machine
+from diffguard.train.common import (
+    EMA, RunState, batch_indices, cosine_lr, load_checkpoint, pick_device, save_checkpoint, step_generator, train_loop,
+)
+
+
+@dataclass
+class DiffusionTrainConfig:
+    """Every option that changes the trained weights (the checkpoint refuses to resume under different ones)."""
+
+    seed: int = 0
+    steps: int = 7000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 200
+    ema_decay: float = 0.999
+    p_uncond: float = 0.1
+    channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention_lowest: bool = True
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    precision: str = "bf16"  # autocast dtype for the forward pass: "bf16" or "fp32"
+    limit: int | None = None  # use only the first N training images (tests)
+
+
+def build_unet(cfg: DiffusionTrainConfig) -> torch.nn.Module:
+    """The UNet2DModel for 1x28x28 images with ``NUM_CLASSES + 1`` class embeddings (last row = null class)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from diffusers import UNet2DModel
+
+    n = len(cfg.channels)
+    down = ["DownBlock2D"] * n
+    up = ["UpBlock2D"] * n
+    if cfg.attention_lowest:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    return UNet2DModel(
+        sample_size=RESOLUTION, in_channels=1, out_channels=1, block_out_channels=tuple(cfg.channels),
+        layers_per_block=cfg.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
+        num_class_embeds=NUM_CLASSES + 1, norm_num_groups=8, attention_head_dim=min(32, cfg.channels[-1]),
+    )
+
+
+def build_scheduler(cfg: DiffusionTrainConfig):  # noqa: ANN201 - diffusers type
+    """A DDPMScheduler that stores the linear beta schedule with the model."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
+                         beta_end=cfg.beta_end, beta_schedule="linear", prediction_type="epsilon")
+
+
+def diffusion_loss(unet: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, acp: torch.Tensor,
+                   gen: torch.Generator, p_uncond: float, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """DDPM eps-prediction loss. x0: (B, 1, H, W) in [-1, 1]; y: (B,) labels; acp: (T,) alphas_cumprod."""
+    b = x0.shape[0]
+    t = torch.randint(0, acp.shape[0], (b,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    drop = torch.rand(b, generator=gen) < p_uncond
+    y = torch.where(drop, torch.full_like(y, NUM_CLASSES), y)
+    t, noise, y = t.to(x0.device), noise.to(x0.device), y.to(x0.device)
+    a = acp.to(x0.device)[t].float().view(b, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.autocast(x0.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        pred = unet(xt, t, class_labels=y).sample
+    return F.mse_loss(pred.float(), noise)
+
+
+def train_diffusion(
+    cfg: DiffusionTrainConfig, out: Path, ckpt_dir: Path, data_root: str | None = None, device: str = "auto",
+    max_minutes: float | None = None, ckpt_every: int = 250,
+) -> bool:
+    """Train (or resume from ``ckpt_dir``) the diffusion model; export the EMA weights to ``out`` when done.
+
+    Returns True when training finished, False when it stopped after ``max_minutes`` (rerun to resume).
+    """
+    if cfg.precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'bf16' or 'fp32', got {cfg.precision!r}")
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    train = load_fmnist6(("train",), data_root)["train"]
+    x_all, y_all = train.images, train.labels
+    if cfg.limit:
+        x_all, y_all = x_all[: cfg.limit], y_all[: cfg.limit]
+    unet = build_unet(cfg).to(dev)
+    sched = build_scheduler(cfg)
+    acp = sched.alphas_cumprod.double()
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ema = EMA(unet, cfg.ema_decay)
+    state = RunState()
+    resumed = load_checkpoint(ckpt_dir, cfg)
+    if resumed is not None:
+        state, tensors = resumed
+        unet.load_state_dict(tensors["model"])
+        opt.load_state_dict(tensors["optimizer"])
+        ema.shadow = {k: v.to(dev) for k, v in tensors["ema"].items()}
+        print(f"resuming from step {state.step} of {cfg.steps} ({ckpt_dir})")
+    unet.train()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+
+    def step_fn(step: int) -> float:
+        idx = batch_indices(x_all.shape[0], cfg.batch_size, cfg.seed, step)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
+        loss = diffusion_loss(unet, x_all[idx].to(dev), y_all[idx], acp, step_generator(cfg.seed, step),
+                              cfg.p_uncond, dtype)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.update(unet, step)
+        return float(loss.detach())
+
+    def save(st: RunState) -> None:
+        save_checkpoint(ckpt_dir, cfg, st, {"model": unet.state_dict(), "optimizer": opt.state_dict(),
+                                            "ema": ema.shadow})
+
+    done = train_loop(step_fn, state, cfg.steps, save, ckpt_every, max_minutes, "diffusion")
+    if done:
+        unet.load_state_dict(ema.shadow)
+        info = {"num_classes": NUM_CLASSES, "null_label": NUM_CLASSES, "resolution": RESOLUTION, "channels": 1,
+                "input_range": [-1.0, 1.0], "prediction": "epsilon",
+                "train": {"config": cfg.__dict__, "wall_s": state.wall_s, "steps": state.step, "device": str(dev),
+                                   "machine": machine(), "command": command_line()}}
+        save_diffusion(unet.cpu().eval(), sched, out, info)
+    return done

@@ -1,0 +1,90 @@
+"""The shipped weights load and run; model folders fail clearly when broken; the quality check and cards work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from diffguard.backends.pixel import PixelBackend
+from diffguard.cards import write_cards
+from diffguard.models import ModelFileError, load_classifier, load_diffusion, shipped_path
+from diffguard.quality import QualityCheck, psnr01, run_quality_check
+
+
+def test_shipped_classifier_loads_and_gives_finite_logits():
+    model = load_classifier()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        logits, feats = model(x), model.features(x)
+    assert logits.shape == (3, 6) and torch.isfinite(logits).all()
+    assert feats.shape == (3, 128) and torch.isfinite(feats).all()
+
+
+def test_shipped_diffusion_loads_and_gives_finite_eps():
+    m = load_diffusion()
+    assert m.num_classes == 6 and m.null_label == 6 and m.resolution == 28 and m.channels == 1
+    assert m.alphas_cumprod.shape == (1000,) and bool((m.alphas_cumprod[1:] < m.alphas_cumprod[:-1]).all())
+    backend = PixelBackend(m.unet, m.alphas_cumprod, m.null_label, m.channels)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        e_null = backend.eps(x, torch.tensor([10, 900]), None)
+        e_cond = backend.eps(x, torch.tensor([10, 900]), torch.tensor([0, 5]))
+    assert e_null.shape == e_cond.shape == (2, 1, 28, 28)
+    assert torch.isfinite(e_null).all() and not torch.equal(e_null, e_cond)
+
+
+def test_shipped_model_cards_exist():
+    for kind in ("classifier", "diffusion"):
+        card = (shipped_path(kind) / "MODEL_CARD.md").read_text()
+        assert "command: `diffguard train" in card and "Measured quality" in card
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_classifier(tmp_path)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_diffusion(tmp_path)
+
+
+def test_wrong_shapes_are_reported(tmp_path, tiny_models):
+    clf = tmp_path / "clf"
+    shutil.copytree(tiny_models[0], clf)
+    cfg = json.loads((clf / "config.json").read_text())
+    cfg["width"] = 8
+    (clf / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="wrong shapes"):
+        load_classifier(clf)
+
+
+def test_corrupt_weights_are_reported(tmp_path, tiny_models):
+    diff = tmp_path / "diff"
+    shutil.copytree(tiny_models[1], diff)
+    (diff / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="safetensors"):
+        load_diffusion(diff)
+
+
+def test_psnr01():
+    a = torch.zeros(2, 1, 4, 4)
+    b = a.clone()
+    b[1] += 0.2  # 0.1 on the [0, 1] scale -> 20 dB
+    out = psnr01(a, b)
+    assert out[0] > 100 and abs(float(out[1]) - 20.0) < 1e-4
+
+
+def test_quality_check_and_cards_on_tiny_models(tmp_path, tiny_models, fake_fmnist_root, capsys):
+    clf, diff = (tmp_path / "clf", tmp_path / "diff")
+    shutil.copytree(tiny_models[0], clf)
+    shutil.copytree(tiny_models[1], diff)
+    check = QualityCheck(n_recon=4, n_per_class=2, steps=4, batch_size=12)
+    record = run_quality_check(check, tmp_path / "out", clf, diff, str(fake_fmnist_root), "cpu")
+    assert set(record["figures"]) == {"classifier_accuracy", "recon_psnr_db", "cfg_sample_agreement"}
+    assert all(isinstance(v, float) for v in record["figures"].values())
+    assert (tmp_path / "out" / "samples.png").is_file() and (tmp_path / "out" / "quality.json").is_file()
+    assert "| figure | measured | target | pass |" in capsys.readouterr().out
+    for card in write_cards(record, clf, diff):
+        text = card.read_text()
+        assert "seed 0, 2 steps" in text and f"{record['figures']['recon_psnr_db']:.2f} dB" in text
