@@ -18,6 +18,7 @@ class PixelBackend:
     """
 
     differentiable_decode = True
+    is_latent = False
 
     def __init__(self, unet: torch.nn.Module, alphas_cumprod: Tensor, null_label: int | None, channels: int):
         self.unet = unet

@@ -18,13 +18,17 @@ def cfg_eps(model_eps: LabelEpsFn, labels: Tensor, null_label: int, scale: float
     1 the conditional one. labels: (B,) for the whole batch; the loop selects rows."""
 
     def eps_fn(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
-        y = labels.to(x.device)[rows]
-        null = torch.full_like(y, null_label)
-        both = model_eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, y]))
-        e_u, e_c = both.chunk(2)
+        e_u, e_c = uncond_cond_eps(model_eps, x, t, labels.to(x.device)[rows], null_label)
         return e_u + scale * (e_c - e_u)
 
     return eps_fn
+
+
+def uncond_cond_eps(model_eps: LabelEpsFn, x: Tensor, t: Tensor, y: Tensor, null_label: int) -> tuple[Tensor, Tensor]:
+    """(eps(x, null), eps(x, y)) from one fused network call on [x; x] with labels [null; y]. x: (B, C, H, W)."""
+    both = model_eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([torch.full_like(y, null_label), y]))
+    e_u, e_c = both.chunk(2)
+    return e_u, e_c
 
 
 def label_eps(model_eps: LabelEpsFn, labels: Tensor) -> EpsFn:

@@ -1,0 +1,68 @@
+"""Latent-space backend: an autoencoder (VAE / VQ first stage) plus a noise-prediction network on its latents.
+
+The diffusion loops only see latents; ``encode`` / ``decode`` move between images in [-1, 1] and that space.
+Converters for original checkpoints (CompVis latent-diffusion, DiT) build one of these from local files.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+
+class Autoencoder(Protocol):
+    """What the backend needs of a first stage: images (B, C, H, W) in [-1, 1] <-> latents (B, c, h, w)."""
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+
+EpsModel = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+"""(z (B, c, h, w), t (B,) int64, y (B,) labels or None) -> eps (B, c, h, w)."""
+
+
+class LatentBackend:
+    """Diffusion in the latent space of ``autoencoder``.
+
+    Args:
+        autoencoder: first stage with ``encode`` / ``decode`` (see :class:`Autoencoder`).
+        eps_model: the noise prediction on latents; receives the null label for unconditional calls.
+        alphas_cumprod: (T,) alpha-bar of the training schedule.
+        null_label: class index meaning "no class" (e.g. 1000 for cin256), None for an unconditional model.
+        scale_factor: latents are ``encode(x) * scale_factor`` (Stable-Diffusion-style VAEs; 1.0 for cin256-v2).
+        differentiable_decode: whether gradients may flow through ``decode`` (classifier guidance in latent space).
+    """
+
+    is_latent = True
+
+    def __init__(self, autoencoder: Autoencoder, eps_model: EpsModel, alphas_cumprod: Tensor,
+                 null_label: int | None, scale_factor: float = 1.0, differentiable_decode: bool = True):
+        self.autoencoder = autoencoder
+        self.eps_model = eps_model
+        self.alphas_cumprod = alphas_cumprod.double()
+        self.null_label = null_label
+        self.scale_factor = scale_factor
+        self.differentiable_decode = differentiable_decode
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) in [-1, 1] -> latents (B, c, h, w)."""
+        return self.autoencoder.encode(x) * self.scale_factor
+
+    def decode_for_grad(self, z: Tensor) -> Tensor:
+        """Latents -> images, unclamped, differentiable (for classifier guidance)."""
+        return self.autoencoder.decode(z / self.scale_factor)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents (B, c, h, w) -> images (B, C, H, W) clamped to [-1, 1]."""
+        return self.decode_for_grad(z).clamp(-1.0, 1.0)
+
+    def eps(self, z: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        """Noise prediction; y None means the null label (or no label for an unconditional model)."""
+        if y is not None and self.null_label is None:
+            raise ValueError("this latent diffusion model is unconditional: pass y=None")
+        if y is None and self.null_label is not None:
+            y = torch.full((z.shape[0],), self.null_label, dtype=torch.long, device=z.device)
+        return self.eps_model(z, t, y)

@@ -1,0 +1,86 @@
+"""Classifier adapters: the protected classifier seen through one contract.
+
+Every adapter takes images (B, C, H, W) in [-1, 1] (the library's convention) and owns the classifier's own input
+normalisation and resolution. It exposes ``logits(x)`` (B, K), ``features(x)`` (B, D) penultimate features (for
+KNN / ViM / MDS), ``logits_and_features(x)`` in one pass, ``cam_layer`` (the module whose activations Grad-CAM
+uses) and ``num_classes``. Gradients flow through ``logits`` (Clean-Grad guidance needs them).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ModuleClassifier(nn.Module):
+    """Adapter for any ``nn.Module`` classifier.
+
+    Args:
+        model: maps normalised images to logits.
+        num_classes: K.
+        cam_layer: name of the submodule for Grad-CAM (``dict(model.named_modules())`` key, e.g. ``"layer4"``).
+        mean, std: per-channel normalisation applied to (x + 1) / 2 in [0, 1] (0.5 / 0.5 keeps [-1, 1]).
+        resolution: (H, W) the classifier expects; inputs of another size are resized bilinearly (no antialias).
+            None keeps the input size.
+        features_fn: model -> penultimate features; default ``model.features`` when it exists.
+        head: module mapping features to logits (default ``model.fc`` when it exists), so that
+            ``logits_and_features`` costs one pass.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, cam_layer: str, mean: Sequence[float] = (0.5,),
+                 std: Sequence[float] = (0.5,), resolution: tuple[int, int] | None = None,
+                 features_fn: Callable[[nn.Module, Tensor], Tensor] | None = None, head: nn.Module | None = None):
+        super().__init__()
+        modules = dict(model.named_modules())
+        if cam_layer not in modules:
+            raise ValueError(f"cam_layer {cam_layer!r} is not a submodule of the classifier; "
+                             f"candidates: {[n for n in modules if n][-8:]}")
+        self.model = model.eval()
+        self.num_classes = num_classes
+        self.cam_layer = modules[cam_layer]
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.resolution = resolution
+        self._features_fn = features_fn
+        self._head = head if head is not None else getattr(model, "fc", None)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """[-1, 1] images -> the classifier's normalised input at its resolution."""
+        if x.ndim != 4:
+            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if self.resolution is not None and tuple(x.shape[-2:]) != tuple(self.resolution):
+            x = F.interpolate(x, size=self.resolution, mode="bilinear", align_corners=False, antialias=False)
+        return ((x + 1) / 2 - self.mean.to(x)) / self.std.to(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) in [-1, 1] -> logits (B, K)."""
+        return self.model(self.preprocess(x))
+
+    forward = logits
+
+    def features(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) in [-1, 1] -> penultimate features (B, D)."""
+        z = self.preprocess(x)
+        if self._features_fn is not None:
+            return self._features_fn(self.model, z)
+        if hasattr(self.model, "features"):
+            return self.model.features(z)
+        raise NotImplementedError("this classifier has no features(); pass features_fn to the adapter")
+
+    def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Both in one pass when a linear head is known: (B, K), (B, D)."""
+        feats = self.features(x)
+        if self._head is None:
+            return self.logits(x), feats
+        return self._head(feats), feats
+
+
+def fmnist6_classifier(folder: str | None = None) -> ModuleClassifier:
+    """The shipped fmnist6 classifier (or one from ``folder``) as an adapter: [-1, 1] input, 28x28, CAM at layer4."""
+    from diffguard.models import load_classifier
+
+    model = load_classifier(folder)
+    return ModuleClassifier(model, model.config["num_classes"], "layer4", resolution=(28, 28))

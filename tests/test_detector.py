@@ -1,0 +1,119 @@
+"""DiffGuard detector on tiny random models: shapes, conventions, per-sample early stop, labels, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from diffguard.backends.pixel import PixelBackend
+from diffguard.classify.base import ModuleClassifier
+from diffguard.detectors.diffguard import DiffGuard
+from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
+from diffguard.diffusion.early_stop import psnr_below
+from diffguard.nets.resnet import SmallResNet
+from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = DiffusionTrainConfig(channels=(8, 16, 16), attention_lowest=False)
+    unet = build_unet(cfg).eval()
+    backend = PixelBackend(unet, build_scheduler(cfg).alphas_cumprod, null_label=6, channels=1)
+    clf = ModuleClassifier(SmallResNet(6, width=4).eval(), 6, "layer4", resolution=(28, 28))
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    return backend, clf, x
+
+
+GUIDANCES = {
+    "clean_grad": ClassifierGuidance(scale=3.0, cutouts=2),
+    "dsg": CFGGuidance(scale=3.0, cam_cut=0.3),
+    "cfg": CFGGuidance(scale=3.0, cam_cut=None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUIDANCES))
+@pytest.mark.parametrize("reference", ["input", "unguided"])
+def test_analyze_shapes_and_finiteness(tiny, name, reference):
+    backend, clf, x = tiny
+    det = DiffGuard(clf, backend, GUIDANCES[name], Inversion(steps=6, cap=4), reference=reference,
+                    distances=("l2", "psnr"))
+    res = det.analyze(x, with_unguided=True)
+    assert res.score.shape == (3,) and torch.isfinite(res.score).all()
+    assert res.synthesis.shape == x.shape and res.unguided.shape == x.shape
+    assert res.synthesis.min() >= -1 and res.synthesis.max() <= 1
+    assert set(res.distances) == {"l2", "psnr"} and torch.equal(res.score, res.distances["l2"])
+    assert res.stop_level.tolist() == [4, 4, 4] and res.start_level.tolist() == [4, 4, 4]
+    assert torch.equal(res.reference, x if reference == "input" else res.unguided)
+    assert torch.equal(det.analyze(x, with_unguided=True).score, res.score)  # deterministic
+    assert torch.allclose(det.predict(x), res.score, atol=1e-4)  # batch of B instead of 2B: float noise only
+
+
+def test_authors_start_convention_is_one_level_noisier(tiny):
+    backend, clf, x = tiny
+    det = DiffGuard(clf, backend, GUIDANCES["cfg"], Inversion(steps=6, cap=4, start_offset=1))
+    res = det.analyze(x)
+    assert res.start_level.tolist() == [5, 5, 5]
+
+
+def test_scale_zero_guidance_reconstructs_like_unguided(tiny):
+    backend, clf, x = tiny
+    det = DiffGuard(clf, backend, CFGGuidance(scale=0.0, cam_cut=None), Inversion(steps=6), reference="unguided")
+    res = det.analyze(x)
+    assert torch.allclose(res.synthesis, res.unguided, atol=1e-6)
+    assert float(res.score.abs().max()) < 1e-4
+
+
+def test_batch_with_different_stop_levels_equals_each_sample_alone(tiny):
+    backend, clf, x = tiny  # float64 so that batch-size-dependent float32 kernels do not blur the comparison
+    backend = PixelBackend(copy.deepcopy(backend.unet).double(), backend.alphas_cumprod, 6, 1)
+    clf = ModuleClassifier(copy.deepcopy(clf.model).double(), 6, "layer4", resolution=(28, 28))
+    x = torch.stack([x[0], x[1] * 0.2, x[2] * 0.5]).double()  # different contents -> different stop levels
+    stop = psnr_below(15.0)  # stops at levels 4, 10 (cap) and 5 for these three images
+    det = DiffGuard(clf, backend, ClassifierGuidance(scale=2.0, cutouts=2, shared_crops=False),
+                    Inversion(steps=10, stop=stop), reference="unguided")
+    batch = det.analyze(x, ids=torch.arange(3))
+    assert len(set(batch.stop_level.tolist())) > 1, batch.stop_level
+    for b in range(3):
+        alone = det.analyze(x[b : b + 1], ids=torch.tensor([b]))
+        assert torch.equal(alone.stop_level, batch.stop_level[b : b + 1])
+        assert torch.allclose(alone.synthesis, batch.synthesis[b : b + 1], atol=1e-9)
+        assert torch.allclose(alone.score, batch.score[b : b + 1], atol=1e-9)
+
+
+def test_label_override_and_oracle(tiny):
+    backend, clf, x = tiny
+    det = DiffGuard(clf, backend, GUIDANCES["cfg"], Inversion(steps=4), label_mode="oracle", seed=3)
+    y_true = torch.tensor([2, -1, -1])
+    res = det.analyze(x, y_true=y_true)
+    assert res.labels[0] == 2 and ((res.labels >= 0) & (res.labels < 6)).all()
+    again = det.analyze(x, y_true=y_true)
+    assert torch.equal(res.labels, again.labels)  # random OOD labels come from the seeded generator
+    forced = det.analyze(x, labels=torch.tensor([5, 5, 5]))
+    assert forced.labels.tolist() == [5, 5, 5]
+    with pytest.raises(ValueError, match="y_true"):
+        det.analyze(x)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (torch.full((1, 1, 28, 28), float("nan")), "NaN"),
+    (torch.full((1, 1, 28, 28), 2.0), r"\[-1, 1\]"),
+    (torch.zeros(1, 28, 28), "B, C, H, W"),
+])
+def test_bad_input(tiny, bad, msg):
+    backend, clf, _ = tiny
+    det = DiffGuard(clf, backend, GUIDANCES["cfg"], Inversion(steps=4))
+    with pytest.raises(ValueError, match=msg):
+        det.predict(bad)
+
+
+def test_bad_options(tiny):
+    backend, clf, _ = tiny
+    with pytest.raises(ValueError, match="reference"):
+        DiffGuard(clf, backend, GUIDANCES["cfg"], reference="original")
+    with pytest.raises(ValueError, match="score"):
+        DiffGuard(clf, backend, GUIDANCES["cfg"], distances=("l2",), score="ssim")
+    with pytest.raises(ValueError, match="variant"):
+        Inversion(variant="backwards")
