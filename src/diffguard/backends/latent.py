@@ -66,3 +66,29 @@ class LatentBackend:
         if y is None and self.null_label is not None:
             y = torch.full((z.shape[0],), self.null_label, dtype=torch.long, device=z.device)
         return self.eps_model(z, t, y)
+
+
+class DiffusersAutoencoder:
+    """A diffusers ``AutoencoderKL`` (the posterior mode is the latent) or ``VQModel`` (pre-quantisation latents,
+    quantised in ``decode`` as the original latent-diffusion code does) seen as an :class:`Autoencoder`."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.is_vq = hasattr(model, "quantize")
+
+    def encode(self, x: Tensor) -> Tensor:
+        out = self.model.encode(x)
+        return out.latents if self.is_vq else out.latent_dist.mode()
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.model.decode(z).sample
+
+
+class UNetEps:
+    """A diffusers ``UNet2DModel`` as an :data:`EpsModel` (first ``channels`` outputs, for learned-sigma models)."""
+
+    def __init__(self, unet: torch.nn.Module, channels: int):
+        self.unet, self.channels = unet, channels
+
+    def __call__(self, z: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        return self.unet(z, t, class_labels=y).sample[:, : self.channels]

@@ -34,6 +34,28 @@ class PixelBackend:
         m = load_diffusion(folder)
         return cls(m.unet, m.alphas_cumprod, m.null_label, m.channels)
 
+    @classmethod
+    def from_diffusers(cls, folder: str, null_label: int | None = None) -> "PixelBackend":
+        """Load a plain diffusers folder with ``unet/`` and ``scheduler/`` (no download: HF_HUB_OFFLINE is set).
+
+        null_label: the null class of a class-conditional UNet (None for an unconditional model).
+        """
+        import os
+        from pathlib import Path
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        root = Path(folder)
+        for sub in ("unet/config.json", "scheduler/scheduler_config.json"):
+            if not (root / sub).is_file():
+                raise FileNotFoundError(f"{root / sub} not found: expected a diffusers folder with unet/ and scheduler/")
+        unet = UNet2DModel.from_pretrained(root / "unet").eval()
+        if null_label is not None and not (0 <= null_label < (unet.config.num_class_embeds or 0)):
+            raise ValueError(f"null_label {null_label} is outside the UNet's {unet.config.num_class_embeds} classes")
+        acp = DDPMScheduler.from_pretrained(root / "scheduler").alphas_cumprod
+        return cls(unet, acp, null_label, unet.config.in_channels)
+
     def encode(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) in [-1, 1] -> the same tensor (pixel space)."""
         return x
