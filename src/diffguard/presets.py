@@ -104,3 +104,50 @@ def create_detector(preset: str, classifier: torch.nn.Module, backend: object, *
     if unknown:
         raise TypeError(f"unknown DiffGuard option(s) {unknown}; valid: {sorted(fields)}")
     return DiffGuard(classifier, backend, **{**kwargs, **overrides})
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a Python literal (number, tuple, None, True) or else the raw string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(kwargs: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``key=value`` overrides to preset kwargs, e.g. ``guidance.scale=5``, ``inversion.cap=20``,
+    ``reference=unguided``. Nested dataclass fields are replaced with :func:`dataclasses.replace`; unknown names
+    are refused with the valid ones listed. ``inversion.stop=psnr:6.39`` / ``inversion.stop=none`` set the
+    early-stop rule."""
+    import dataclasses
+
+    out = dict(kwargs)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. guidance.scale=5)")
+        head, _, field_name = key.partition(".")
+        value = _stop_rule(raw) if key == "inversion.stop" else parse_value(raw)
+        if not field_name:
+            out[head] = value
+            continue
+        if head not in out or not dataclasses.is_dataclass(out[head]):
+            raise ValueError(f"override {item!r}: {head!r} is not a configurable part; use one of "
+                             f"{sorted(k for k, v in out.items() if dataclasses.is_dataclass(v))}")
+        names = {f.name for f in dataclasses.fields(out[head])}
+        if field_name not in names:
+            raise ValueError(f"override {item!r}: {type(out[head]).__name__} has no field {field_name!r}; "
+                             f"valid: {sorted(names)}")
+        out[head] = dataclasses.replace(out[head], **{field_name: value})
+    return out
+
+
+def _stop_rule(text: str) -> Any:
+    if text.lower() == "none":
+        return None
+    kind, _, value = text.partition(":")
+    if kind != "psnr" or not value:
+        raise ValueError(f"early-stop override {text!r}: use psnr:<dB> (standard PSNR) or none")
+    return psnr_below(float(value))

@@ -28,7 +28,7 @@ class DiffusionTrainConfig:
     """Every option that changes the trained weights (the checkpoint refuses to resume under different ones)."""
 
     seed: int = 0
-    steps: int = 7000
+    steps: int = 6000
     batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 200
