@@ -117,3 +117,15 @@ def test_bad_options(tiny):
         DiffGuard(clf, backend, GUIDANCES["cfg"], distances=("l2",), score="ssim")
     with pytest.raises(ValueError, match="variant"):
         Inversion(variant="backwards")
+
+
+def test_dsg_mask_from_prediction_or_guided_label(tiny):
+    backend, clf, x = tiny
+    pred = clf.logits(x).argmax(1)
+    other = (pred + 1) % 6
+    by_pred = CFGGuidance(cam_cut=0.2, cam_of="predicted").mask(backend, clf, x, other)
+    by_guided = CFGGuidance(cam_cut=0.2, cam_of="guided").mask(backend, clf, x, other)
+    assert torch.equal(by_pred, CFGGuidance(cam_cut=0.2, cam_of="guided").mask(backend, clf, x, pred))
+    assert by_pred.shape == by_guided.shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="cam_of"):
+        CFGGuidance(cam_of="input")

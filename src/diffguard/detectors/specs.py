@@ -129,10 +129,24 @@ class ClassifierGuidance:
 
 @dataclass(frozen=True)
 class CFGGuidance:
-    """Classifier-free guidance (Eq. 5); with ``cam_cut`` only inside the Grad-CAM mask (DSG)."""
+    """Classifier-free guidance (Eq. 5); with ``cam_cut`` only inside the Grad-CAM mask (DSG).
+
+    Args:
+        scale: guidance scale w (eps_u + w (eps_c - eps_u)); 0 = unconditional, 1 = conditional.
+        cam_cut: threshold on the min-max normalised CAM (paper about 0.2, authors' code 0.3); None = plain CFG.
+        cam_of: whose Grad-CAM makes the mask: "guided" (the label guided towards, the authors) or "predicted" (the
+            classifier's prediction). They coincide in normal use; they differ under oracle or overridden labels,
+            where a wrong label's CAM is often empty (ReLU of negative evidence) and "predicted" keeps the mask on
+            the object.
+    """
 
     scale: float = 10.0
     cam_cut: float | None = 0.3
+    cam_of: Literal["guided", "predicted"] = "guided"
+
+    def __post_init__(self) -> None:
+        if self.cam_of not in ("guided", "predicted"):
+            raise ValueError(f"cam_of must be 'guided' or 'predicted', got {self.cam_of!r}")
 
     def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
               generators: list[torch.Generator]) -> EpsFn:
@@ -151,6 +165,10 @@ class CFGGuidance:
         z_size = tuple(backend.encode(x[:1]).shape[-2:]) if getattr(backend, "is_latent", False) else x.shape[-2:]
         mask = torch.zeros(x.shape[0], 1, *z_size, device=x.device)
         if bool(guided.any()):
-            cam = grad_cam(classifier, x[guided], labels[guided])
+            xg, yg = x[guided], labels[guided]
+            if self.cam_of == "predicted":
+                with torch.no_grad():
+                    yg = classifier.logits(xg).argmax(1)
+            cam = grad_cam(classifier, xg, yg)
             mask[guided] = cam_mask(cam, tuple(x.shape[-2:]), tuple(z_size), self.cam_cut)
         return mask

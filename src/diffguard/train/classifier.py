@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from diffguard.data.fmnist6 import NUM_CLASSES, load_fmnist6
+from diffguard.data.fmnist6 import NUM_CLASSES
 from diffguard.models import save_classifier
 from diffguard.nets.resnet import SmallResNet
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (
-    RunState, batch_indices, cosine_lr, load_checkpoint, pick_device, save_checkpoint, step_generator, train_loop,
+    RunState, batch_indices, cosine_lr, pick_device, resume, save_checkpoint, step_generator, train_loop,
+    training_images,
 )
 
 
@@ -56,20 +57,11 @@ def train_classifier(
     """
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    train = load_fmnist6(("train",), data_root)["train"]
-    x_all, y_all = train.images, train.labels
-    if cfg.limit:
-        x_all, y_all = x_all[: cfg.limit], y_all[: cfg.limit]
+    x_all, y_all = training_images(data_root, cfg.limit)
     model = SmallResNet(NUM_CLASSES, in_channels=1, width=cfg.width).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
-    state = RunState()
-    resumed = load_checkpoint(ckpt_dir, cfg)
-    if resumed is not None:
-        state, tensors = resumed
-        model.load_state_dict(tensors["model"])
-        opt.load_state_dict(tensors["optimizer"])
-        print(f"resuming from step {state.step} of {cfg.steps} ({ckpt_dir})")
+    state, _ = resume(ckpt_dir, cfg, model, opt)
     model.train()
 
     def step_fn(step: int) -> float:

@@ -107,6 +107,28 @@ def load_checkpoint(out: Path, config: Any) -> tuple[RunState, dict[str, Any]] |
     return RunState(**payload.pop("state")), payload
 
 
+def training_images(data_root: str | os.PathLike[str] | None, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """fmnist6 ``train`` images (N, 1, 28, 28) in [-1, 1] and labels (N,), the first ``limit`` only when given."""
+    from diffguard.data.fmnist6 import load_fmnist6
+
+    train = load_fmnist6(("train",), data_root)["train"]
+    if limit:
+        return train.images[:limit], train.labels[:limit]
+    return train.images, train.labels
+
+
+def resume(ckpt_dir: Path, config: Any, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[RunState, dict]:
+    """Restore model and optimizer from ``ckpt_dir`` when a checkpoint exists; returns (state, other tensors)."""
+    resumed = load_checkpoint(ckpt_dir, config)
+    if resumed is None:
+        return RunState(), {}
+    state, tensors = resumed
+    model.load_state_dict(tensors.pop("model"))
+    opt.load_state_dict(tensors.pop("optimizer"))
+    print(f"resuming from step {state.step} of {config.steps} ({ckpt_dir})")
+    return state, tensors
+
+
 def train_loop(
     step_fn: Callable[[int], float],
     state: RunState,

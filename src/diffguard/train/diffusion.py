@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from diffguard.data.fmnist6 import NUM_CLASSES, RESOLUTION, load_fmnist6
+from diffguard.data.fmnist6 import NUM_CLASSES, RESOLUTION
 from diffguard.models import save_diffusion
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (
-    EMA, RunState, batch_indices, cosine_lr, load_checkpoint, pick_device, save_checkpoint, step_generator, train_loop,
+    EMA, RunState, batch_indices, cosine_lr, pick_device, resume, save_checkpoint, step_generator, train_loop,
+    training_images,
 )
 
 
@@ -97,23 +98,15 @@ def train_diffusion(
         raise ValueError(f"precision must be 'bf16' or 'fp32', got {cfg.precision!r}")
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    train = load_fmnist6(("train",), data_root)["train"]
-    x_all, y_all = train.images, train.labels
-    if cfg.limit:
-        x_all, y_all = x_all[: cfg.limit], y_all[: cfg.limit]
+    x_all, y_all = training_images(data_root, cfg.limit)
     unet = build_unet(cfg).to(dev)
     sched = build_scheduler(cfg)
     acp = sched.alphas_cumprod.double()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = EMA(unet, cfg.ema_decay)
-    state = RunState()
-    resumed = load_checkpoint(ckpt_dir, cfg)
-    if resumed is not None:
-        state, tensors = resumed
-        unet.load_state_dict(tensors["model"])
-        opt.load_state_dict(tensors["optimizer"])
+    state, tensors = resume(ckpt_dir, cfg, unet, opt)
+    if "ema" in tensors:
         ema.shadow = {k: v.to(dev) for k, v in tensors["ema"].items()}
-        print(f"resuming from step {state.step} of {cfg.steps} ({ckpt_dir})")
     unet.train()
     dtype = torch.bfloat16 if cfg.precision == "bf16" else None
 
