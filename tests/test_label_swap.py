@@ -29,7 +29,7 @@ def test_wrong_labels_differ_from_true_ones():
 def test_label_swap_runs(tmp_path, fake_fmnist_root, capsys):
     mod = load_script()
     rc = mod.main(["--preset", "fmnist6-cfg", "--split", "val", "--n", "4", "--batch-size", "4",
-                   "--set", "inversion.steps=4", "--sweep", "guidance.cam_cut=0.2,None",
+                   "--set", "inversion.steps=4", "--set", "inversion.cap=3", "--sweep", "guidance.cam_cut=0.2,None",
                    "--data-root", str(fake_fmnist_root), "--out", str(tmp_path)])
     assert rc == 0
     record = json.loads((tmp_path / "label_swap.json").read_text())

@@ -83,7 +83,7 @@ def fmnist6_cfg() -> dict[str, Any]:
     """Embedded models, classifier-free guidance inside the Grad-CAM mask (values from choose_presets.py)."""
     return dict(
         inversion=Inversion(steps=50, spacing="even", cap=30),
-        guidance=CFGGuidance(scale=3.0, cam_cut=0.2),
+        guidance=CFGGuidance(scale=3.0, cam_cut=0.1),
         reference="input", distances=FMNIST6_DISTANCES,
     )
 
