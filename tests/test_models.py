@@ -88,3 +88,18 @@ def test_quality_check_and_cards_on_tiny_models(tmp_path, tiny_models, fake_fmni
     for card in write_cards(record, clf, diff):
         text = card.read_text()
         assert "seed 0, 2 steps" in text and f"{record['figures']['recon_psnr_db']:.2f} dB" in text
+
+
+def test_cli_models_check_writes_table_and_cards(tmp_path, tiny_models, fake_fmnist_root, capsys):
+    from diffguard.cli import main
+
+    clf, diff = tmp_path / "clf", tmp_path / "diff"
+    shutil.copytree(tiny_models[0], clf)
+    shutil.copytree(tiny_models[1], diff)
+    rc = main(["models", "check", "--classifier", str(clf), "--diffusion", str(diff), "--n-recon", "2",
+               "--n-per-class", "1", "--steps", "3", "--batch-size", "6", "--data-root", str(fake_fmnist_root),
+               "--out", str(tmp_path / "out"), "--device", "cpu", "--write-cards"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| figure | measured | target | pass |" in out and "MODEL_CARD.md" in out
+    assert (clf / "MODEL_CARD.md").is_file() and (diff / "MODEL_CARD.md").is_file()
