@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffguard.data.fmnist6 import KNOWN_NAMES, NUM_CLASSES, RESOLUTION
+from diffguard.data.fmnist6 import KNOWN_NAMES, RESOLUTION
 from diffguard.nets.resnet import SmallResNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -133,5 +133,5 @@ def load_diffusion(folder: str | os.PathLike[str] | None = None) -> DiffusionMod
                           int(info["resolution"]), int(info["channels"]), info)
 
 
-__all__ = ["NUM_CLASSES", "DiffusionModel", "ModelFileError", "load_classifier", "load_diffusion",
+__all__ = ["DiffusionModel", "ModelFileError", "load_classifier", "load_diffusion",
            "save_classifier", "save_diffusion", "shipped_path"]
