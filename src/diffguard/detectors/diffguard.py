@@ -172,6 +172,6 @@ class DiffGuard:
         if both:
             x, z, start, ids = (torch.cat([v, v]) for v in (x, z, start, ids))
             y = torch.cat([y, torch.full_like(y, UNGUIDED)])
-        eps = self.guidance.build(self.backend, self.classifier, x, y, self.generators(ids))
+        eps = self.guidance.build(self.backend, self.classifier, x, y, self.generators(ids), tuple(z.shape[-2:]))
         with torch.no_grad():  # guidance enables autograd itself where it needs a gradient
             return self.backend.decode(ddim_sample(eps, z, self.levels, start))

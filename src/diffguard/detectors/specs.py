@@ -116,7 +116,7 @@ class ClassifierGuidance:
     clip_x0: bool = True
 
     def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
-              generators: list[torch.Generator]) -> EpsFn:
+              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None) -> EpsFn:
         latent = getattr(backend, "is_latent", False)
         clf = LatentClassifier(classifier, backend) if latent else classifier
         out = self.crop_out or getattr(classifier, "resolution", None)
@@ -151,20 +151,23 @@ class CFGGuidance:
             raise ValueError(f"cam_of must be 'guided' or 'predicted', got {self.cam_of!r}")
 
     def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
-              generators: list[torch.Generator]) -> EpsFn:
+              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None) -> EpsFn:
         null = backend.null_label
         if null is None:
             raise ValueError("classifier-free guidance needs a class-conditional diffusion model with a null class")
         y = torch.where(labels >= 0, labels, torch.full_like(labels, null))
         mask = None
         if self.cam_cut is not None:
-            mask = self.mask(backend, classifier, x, labels)
+            mask = self.mask(backend, classifier, x, labels, z_size)
         return masked_cfg_eps(backend.eps, y, null, self.scale, mask)
 
-    def mask(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor) -> Tensor:
-        """(B, 1, h, w) DSG mask at the diffusion resolution; zeros for unguided rows (label -1)."""
+    def mask(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
+             z_size: tuple[int, ...] | None = None) -> Tensor:
+        """(B, 1, h, w) DSG mask at the diffusion resolution ``z_size`` (default: found by encoding one image);
+        zeros for unguided rows (label -1)."""
         guided = labels >= 0
-        z_size = tuple(backend.encode(x[:1]).shape[-2:]) if getattr(backend, "is_latent", False) else x.shape[-2:]
+        if z_size is None:
+            z_size = tuple(backend.encode(x[:1]).shape[-2:]) if getattr(backend, "is_latent", False) else x.shape[-2:]
         mask = torch.zeros(x.shape[0], 1, *z_size, device=x.device)
         if bool(guided.any()):
             xg, yg = x[guided], labels[guided]
