@@ -1,4 +1,5 @@
-"""The ``diffguard`` command line: ``train classifier``, ``train diffusion``, ``models check``."""
+"""The ``diffguard`` command line: ``benchmark``, ``score``, ``report``, ``train classifier|diffusion``,
+``models check``."""
 
 from __future__ import annotations
 
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_models(sub)
+    from diffguard.cli_eval import add_eval_commands
+
+    add_eval_commands(sub)
     return parser
 
 
@@ -107,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from diffguard.data.fashion_mnist import DataNotFoundError
     from diffguard.data.idx import IdxError
+    from diffguard.cli_eval import EVAL_COMMANDS, USER_ERRORS
     from diffguard.models import ModelFileError
 
     try:
-        return {"train": _run_train, "models": _run_models}[args.command](args)
-    except (DataNotFoundError, IdxError, ModelFileError) as err:
+        return {"train": _run_train, "models": _run_models, **EVAL_COMMANDS}[args.command](args)
+    except (DataNotFoundError, IdxError, ModelFileError, *USER_ERRORS) as err:
         print(f"diffguard: error: {err}", file=sys.stderr)
         return 2
 

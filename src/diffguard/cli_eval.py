@@ -1,0 +1,135 @@
+"""``diffguard benchmark``, ``diffguard score`` and ``diffguard report`` (the CLI's evaluation commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from diffguard.cli_score import run_score_command
+from diffguard.eval.datasets import DataError
+from diffguard.eval.store import StoreError
+
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, StoreError, ValueError, KeyError, FileNotFoundError)
+SUMMARY_COLUMNS = ["method", "set", "AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)"]
+
+
+def add_eval_commands(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("benchmark", help="run a benchmark: baselines, DiffGuard, fusion, metrics, report")
+    b.add_argument("config", help="built-in config name (fmnist6) or a YAML file")
+    b.add_argument("--out", default=None, help="results folder (default: results/<config name>); reruns resume")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting: limit=200, batch_size=32, diffguard-cfg.guidance.scale=5, knn.k=100")
+    b.add_argument("--limit", type=int, default=None, help="at most N samples per test / OOD set (seeded draw)")
+    b.add_argument("--methods", default=None, help="comma-separated subset of the config's methods to compute")
+    b.add_argument("--data-root", default=None, help="data folder (fmnist6: Fashion-MNIST IDX files)")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
+    s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
+    s.add_argument("--preset", default="fmnist6-cfg", help="DiffGuard preset (default: fmnist6-cfg)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="DiffGuard option override, e.g. guidance.scale=5")
+    s.add_argument("--calibration", default=None,
+                   help="a benchmark results folder whose thresholds.json gives the threshold (with --method)")
+    s.add_argument("--method", default=None, help="method name in --calibration (default: first DiffGuard one)")
+    s.add_argument("--val-limit", type=int, default=200,
+                   help="without --calibration: ID-validation images used to set the 95%%-TPR threshold")
+    s.add_argument("--out", default="scores.csv", help="CSV with one row per file (default: scores.csv)")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (for calibration)")
+    s.add_argument("--threads", type=int, default=None)
+    r = sub.add_parser("report", help="recompute metrics and rewrite the outputs of a results folder")
+    r.add_argument("results", help="a folder written by `diffguard benchmark`")
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _model_hashes(cfg: Any) -> dict[str, str | None]:
+    from diffguard.eval.manifest import folder_hash
+    from diffguard.models import WEIGHTS_DIR, shipped_path
+
+    out = {"classifier": folder_hash(Path(cfg.classifier or shipped_path("classifier")))}
+    if any(m.kind == "diffguard" or m.name == "diffnb" for m in cfg.methods):
+        out["diffusion"] = folder_hash(Path(cfg.diffusion or shipped_path("diffusion")))
+    if any((m.baseline or m.name) == "ensemble" for m in cfg.methods):
+        members = cfg.ensemble or sorted(str(p) for p in WEIGHTS_DIR.glob("fmnist6-classifier-s*"))
+        out["ensemble"] = [folder_hash(Path(p)) for p in members]
+    return out
+
+
+def _data_files(cfg: Any) -> list[Path]:
+    if cfg.benchmark == "fmnist6":
+        from diffguard.data.fashion_mnist import resolve_root
+
+        return sorted(p for p in resolve_root(cfg.data_root).glob("*") if "ubyte" in p.name)
+    return []
+
+
+def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
+    from diffguard.eval.evaluate import evaluate, write_outputs
+    from diffguard.eval.tables import markdown_table
+
+    ev = evaluate(runner, store)
+    meta = {**manifest, "compute_seconds": {m.name: round(store.seconds(m.name), 1) for m in runner.cfg.methods},
+            "incomplete": ev.incomplete}
+    report = write_outputs(runner, store, ev, meta)
+    rows = [r for r in ev.rows if r["set"] in ("near", "far", "all")]
+    print(markdown_table(rows, SUMMARY_COLUMNS))
+    if ev.incomplete:
+        print(f"incomplete (rerun the same command to finish): {ev.incomplete}")
+    print(f"results: {runner.out} (report: {report})")
+    return 0
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from diffguard.eval.config import load_run_config
+    from diffguard.eval.manifest import build_manifest
+    from diffguard.eval.runner import Runner, config_dict
+
+    _threads(args.threads)
+    overrides = list(args.overrides) + ([f"limit={args.limit}"] if args.limit is not None else [])
+    overrides += [f"data_root={args.data_root!r}"] if args.data_root else []
+    cfg = load_run_config(args.config, overrides)
+    out = Path(args.out or Path("results") / Path(args.config).stem)
+    methods = args.methods.split(",") if args.methods else None
+    unknown = sorted(set(methods or []) - {m.name for m in cfg.methods})
+    if unknown:
+        raise ValueError(f"--methods: unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
+    t0 = time.time()
+    manifest = build_manifest({"models": _model_hashes(cfg)}, {}, _data_files(cfg),
+                              {"run_config": config_dict(cfg)})
+    runner = Runner(cfg, out, manifest, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(config_dict(cfg), indent=2))
+    with runner.run(methods) as store:
+        manifest["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
+        return _finish(runner, store, manifest)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from diffguard.eval.config import build_run_config
+    from diffguard.eval.runner import Runner
+    from diffguard.eval.store import ResultStore
+
+    folder = Path(args.results)
+    cfg_file = folder / "run_config.json"
+    if not cfg_file.is_file():
+        raise StoreError(f"{folder} has no run_config.json; is it a folder written by `diffguard benchmark`?")
+    data = json.loads(cfg_file.read_text())
+    fusion = data.pop("fusion", [])
+    cfg = build_run_config({**data, "fusion": fusion})
+    runner = Runner(cfg, folder, progress=False)
+    with ResultStore(folder / "results.sqlite") as store:
+        manifest = store.get_meta("manifest") or {}
+        return _finish(runner, store, manifest)
+
+
+EVAL_COMMANDS = {"benchmark": run_benchmark_command, "report": run_report_command, "score": run_score_command}

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark specs and data, metrics, the durable results store, the runner and the report."""

@@ -1,0 +1,134 @@
+"""Benchmarks as data: which sets form the in-distribution train / val / test data and the near / far OOD sets.
+
+* ``fmnist6``: the embedded benchmark built from Debian's Fashion-MNIST (see :mod:`diffguard.data.fmnist6`).
+* ``cifar10``: OpenOOD v1.5 CIFAR-10 (near: CIFAR-100, TinyImageNet; far: MNIST, SVHN, Textures, Places365).
+* ``imagenet``: ImageNet-1K with the paper's OpenOOD v1 near-OOD sets (Species, iNaturalist, OpenImage-O,
+  ImageNet-O) and the v1.5 near-OOD sets (SSB-hard, NINCO); far: Textures.
+
+Image-list benchmarks read ``<data-root>/benchmark_imglist/<id>/<list>.txt`` with images under
+``<data-root>/<images folder>/`` (OpenOOD's layout); :func:`open_benchmark` names every missing file at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from diffguard.eval.datasets import DataError, ImageListSource, ImageSource, TensorSource
+from diffguard.registry import Registry
+
+Role = Literal["train", "val", "id", "near", "far"]
+BENCHMARKS: Registry["BenchmarkSpec"] = Registry("benchmark")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One set of a benchmark: name, role, and for image-list benchmarks the list and image folder."""
+
+    name: str
+    role: Role
+    list_path: str = ""  # relative to the data root
+    image_dir: str = ""  # relative to the data root
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A benchmark: sets by role, classes, resolution and how to read the data."""
+
+    name: str
+    num_classes: int
+    image_size: int
+    channels: int
+    sets: tuple[SetSpec, ...]
+    source: Literal["fmnist6", "imglist"] = "imglist"
+    notes: str = ""
+    class_names: tuple[str, ...] = field(default=())
+
+    def by_role(self, *roles: Role) -> list[SetSpec]:
+        return [s for s in self.sets if s.role in roles]
+
+    def get(self, name: str) -> SetSpec:
+        for s in self.sets:
+            if s.name == name:
+                return s
+        raise KeyError(f"benchmark {self.name!r} has no set {name!r}; sets: {[s.name for s in self.sets]}")
+
+    @property
+    def test_set(self) -> str:
+        return self.by_role("id")[0].name
+
+
+def _fmnist6() -> BenchmarkSpec:
+    from diffguard.data import fmnist6 as f
+
+    roles = {"train": "train", "val": "val", "test": "id", "near-fmnist": "near"}
+    sets = tuple(SetSpec(n, roles.get(n, "far")) for n in f.SET_NAMES)  # type: ignore[arg-type]
+    return BenchmarkSpec("fmnist6", f.NUM_CLASSES, f.RESOLUTION, 1, sets, source="fmnist6",
+                         notes="embedded: Fashion-MNIST classes 0-5 known, 6-9 near-OOD; digits and noise far-OOD")
+
+
+def _imglist_sets(folder: str, images: str, entries: list[tuple[str, Role, str]]) -> tuple[SetSpec, ...]:
+    return tuple(SetSpec(n, r, f"benchmark_imglist/{folder}/{lst}", images) for n, r, lst in entries)
+
+
+@BENCHMARKS.register("fmnist6")
+def fmnist6_spec() -> BenchmarkSpec:
+    return _fmnist6()
+
+
+@BENCHMARKS.register("cifar10")
+def cifar10_spec() -> BenchmarkSpec:
+    """OpenOOD v1.5 CIFAR-10 (the paper's Table 1 uses its near-OOD sets CIFAR-100 and TinyImageNet)."""
+    sets = _imglist_sets("cifar10", "images_classic", [
+        ("train", "train", "train_cifar10.txt"), ("val", "val", "val_cifar10.txt"),
+        ("test", "id", "test_cifar10.txt"), ("cifar100", "near", "test_cifar100.txt"),
+        ("tin", "near", "test_tin.txt"), ("mnist", "far", "test_mnist.txt"), ("svhn", "far", "test_svhn.txt"),
+        ("texture", "far", "test_texture.txt"), ("places365", "far", "test_places365.txt")])
+    return BenchmarkSpec("cifar10", 10, 32, 3, sets, notes="OpenOOD v1.5 image lists")
+
+
+@BENCHMARKS.register("imagenet")
+def imagenet_spec() -> BenchmarkSpec:
+    """ImageNet-1K: v1 near-OOD (the paper's Table 2) plus v1.5 near-OOD; images at 256 (diffusion resolution)."""
+    sets = _imglist_sets("imagenet", "images_largescale", [
+        ("train", "train", "train_imagenet.txt"), ("val", "val", "val_imagenet.txt"),
+        ("test", "id", "test_imagenet.txt"),
+        ("species", "near", "test_species.txt"), ("inaturalist", "near", "test_inaturalist.txt"),
+        ("openimage_o", "near", "test_openimage_o.txt"), ("imagenet_o", "near", "test_imagenet_o.txt"),
+        ("ssb_hard", "near", "test_ssb_hard.txt"), ("ninco", "near", "test_ninco.txt"),
+        ("textures", "far", "test_textures.txt")])
+    return BenchmarkSpec("imagenet", 1000, 256, 3, sets,
+                         notes="v1 near-OOD lists (species, imagenet_o) come from the OpenOOD v1 bundle")
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The registered benchmark spec ``name`` (unknown names get the closest valid ones)."""
+    return BENCHMARKS.create(name)
+
+
+def open_benchmark(spec: BenchmarkSpec, data_root: str | os.PathLike[str] | None = None,
+                   sets: list[str] | None = None) -> dict[str, ImageSource]:
+    """Open the requested sets (default: all) as image sources.
+
+    Raises:
+        DataError: naming every missing image list at once, with the expected layout.
+    """
+    wanted = [spec.get(n) for n in (sets or [s.name for s in spec.sets])]
+    if spec.source == "fmnist6":
+        from diffguard.data.fmnist6 import load_fmnist6
+
+        loaded = load_fmnist6(tuple(s.name for s in wanted), data_root)
+        return {n: TensorSource(n, s.images, s.labels, s.ids) for n, s in loaded.items()}
+    if data_root is None:
+        raise DataError(f"benchmark {spec.name!r} needs --data-root: a folder with OpenOOD's 'benchmark_imglist' "
+                        "and image folders")
+    root = Path(data_root)
+    missing = [str(root / s.list_path) for s in wanted if not (root / s.list_path).is_file()]
+    if missing:
+        raise DataError(f"benchmark {spec.name!r}: {len(missing)} image list(s) missing under {root}:\n  "
+                        + "\n  ".join(missing) + "\nPlace OpenOOD's image lists there (or drop those sets with "
+                        "--sets); diffguard downloads nothing.")
+    return {s.name: ImageListSource(s.name, root / s.list_path, root / s.image_dir, spec.image_size, spec.channels,
+                                    ood=s.role in ("near", "far"), num_classes=spec.num_classes) for s in wanted}

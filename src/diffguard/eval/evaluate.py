@@ -1,0 +1,150 @@
+"""Turn a results store into metrics and outputs: per-set metrics, near / far means, "DiffGuard + X" fusion,
+score thresholds, and the results folder (scores.csv, metrics.{csv,json,md}, figures, galleries, report.html).
+
+Conventions: OOD is the positive class and every score is an OOD score (higher = more OOD). Each OOD set is
+compared with the ID test set; group rows ("near", "far", "all") are unweighted means over the sets of the group.
+A method missing scores for some planned rows is reported as incomplete and left out of the tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffguard.eval.runner import Runner
+from diffguard.eval.store import ResultStore
+
+
+@dataclass
+class Evaluation:
+    """Metric rows (one per method and OOD set plus group means), the score table and bookkeeping."""
+
+    rows: list[dict[str, Any]]
+    table: Any  # diffguard.eval.tables.ScoreTable
+    complete: list[str]
+    incomplete: dict[str, int]
+    fusion: list[dict[str, Any]]
+    thresholds: dict[str, float]
+
+
+def score_table(runner: Runner, store: ResultStore, methods: list[str]) -> Any:
+    """Every eval row of the run with every method's score (NaN where missing)."""
+    from diffguard.eval.tables import ScoreTable
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("set", "ids", "labels", "pred")}
+    scores: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    for name in runner.eval_sets():
+        src, rows = runner.sources[name], runner.plan[name]
+        ids = src.ids[rows].numpy()
+        sid, lab, pred = store.samples(name)
+        lookup = dict(zip(sid.tolist(), zip(lab.tolist(), pred.tolist())))
+        parts["set"].append(np.full(len(ids), name, dtype=object))
+        parts["ids"].append(ids)
+        parts["labels"].append(np.array([lookup.get(int(i), (-2, -2))[0] for i in ids], dtype=np.int64))
+        parts["pred"].append(np.array([lookup.get(int(i), (-2, -2))[1] for i in ids], dtype=np.int64))
+        for m in methods:
+            scores[m].append(store.scores(m, name, ids))
+    roles = {n: runner.spec.get(n).role for n in runner.eval_sets()}
+    return ScoreTable(set_names=np.concatenate(parts["set"]).astype(str), roles=roles,
+                      ids=np.concatenate(parts["ids"]), labels=np.concatenate(parts["labels"]),
+                      predictions=np.concatenate(parts["pred"]),
+                      scores={m: np.concatenate(v) for m, v in scores.items()})
+
+
+def _metric_rows(method: str, title: str, id_scores: np.ndarray, ood: dict[str, np.ndarray],
+                 groups: dict[str, list[str]], acc: float, extra: dict[str, Any] | None = None) -> list[dict]:
+    from diffguard.eval.metrics import compute_metrics, summarize
+
+    per_set = {name: compute_metrics(id_scores, s) for name, s in ood.items()}
+    summary = summarize(per_set, groups)
+    rows = []
+    for name, metrics in summary.items():
+        group = next((g for g, sets in groups.items() if name in sets), name)
+        rows.append({"method": title, "key": method, "set": name, "group": group, **metrics, "ACC": acc,
+                     **(extra or {})})
+    return rows
+
+
+def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
+    """Metrics for every complete method, every fusion of the config, and 95 %-TPR thresholds from ID-val."""
+    from diffguard.detectors.fusion import BandFusion
+    from diffguard.eval.metrics import accuracy
+
+    names = [m.name for m in runner.cfg.methods]
+    table = score_table(runner, store, names)
+    test = runner.spec.test_set
+    val = runner.spec.by_role("val")[0].name
+    ood_sets = [n for n in runner.eval_sets() if runner.spec.get(n).role in ("near", "far")]
+    groups = {g: [n for n in ood_sets if runner.spec.get(n).role == g] for g in ("near", "far")}
+    groups = {g: v for g, v in groups.items() if v}
+    groups["all"] = ood_sets
+    is_test = table.set_names == test
+    acc = accuracy(table.labels[is_test], table.predictions[is_test])
+    sel = {n: table.set_names == n for n in [val, test, *ood_sets]}
+    incomplete = {m: int(np.isnan(table.scores[m]).sum()) for m in names if np.isnan(table.scores[m]).any()}
+    complete = [m for m in names if m not in incomplete]
+    rows, thresholds = [], {}
+    for m in complete:
+        s = table.scores[m]
+        rows += _metric_rows(m, runner.cfg.method(m).title, s[sel[test]], {n: s[sel[n]] for n in ood_sets},
+                             groups, acc)
+        thresholds[m] = float(np.quantile(s[sel[val]], 0.95))
+    fusion_info = []
+    for f in runner.cfg.fusion:
+        if f.baseline not in complete or f.diffguard not in complete:
+            continue
+        b, d = table.scores[f.baseline], table.scores[f.diffguard]
+        fuse = BandFusion(f.low_q, f.high_q).fit(b[sel[val]], d[sel[val]])
+        title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
+        fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
+        info = {"fusion": title, **fuse.report()}
+        fusion_info.append(info)
+        rows += _metric_rows(f"{f.diffguard}+{f.baseline}", title, fused[test], {n: fused[n] for n in ood_sets},
+                             groups, acc, {"fusion": f"q=({f.low_q}, {f.high_q})"})
+    return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds)
+
+
+def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k: int) -> dict[str, list[Any]]:
+    """For each eval set: the k most and k least OOD-looking input / synthesis pairs of a DiffGuard method."""
+    from diffguard.eval.gallery import GalleryItem, pick_extremes, to_uint8
+
+    out = {}
+    for name in runner.eval_sets():
+        most, least = pick_extremes(table, method, name, k)
+        src = runner.sources[name]
+        pos = {int(i): r for r, i in enumerate(src.ids.tolist())}
+        items = []
+        for sid in [*most, *least]:
+            synth = store.image(method, name, int(sid))
+            if synth is None:
+                continue
+            x = to_uint8(src.load([pos[int(sid)]]))[0]
+            row = np.flatnonzero((table.set_names == name) & (table.ids == sid))[0]
+            items.append(GalleryItem(set=name, id=int(sid), score=float(table.scores[method][row]), input=x,
+                                     synthesis=synth, label=int(table.labels[row]),
+                                     prediction=int(table.predictions[row])))
+        out[f"{runner.cfg.method(method).title} / {name}"] = items
+    return out
+
+
+def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict[str, Any]) -> Path:
+    """scores.csv, metrics.{csv,json,md}, thresholds.json, manifest.json and report.html in the run folder."""
+    from diffguard.eval.report import write_report
+    from diffguard.eval.tables import write_metric_tables
+
+    out = runner.out
+    ev.table.to_csv(out / "scores.csv")
+    write_metric_tables(ev.rows, out)
+    (out / "thresholds.json").write_text(json.dumps({"tpr": 0.95, "split": "val", "thresholds": ev.thresholds,
+                                                     "fusion": ev.fusion}, indent=2))
+    (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
+    dg = [m.name for m in runner.cfg.methods if m.kind == "diffguard" and m.name in ev.complete]
+    galleries: dict[str, list[Any]] = {}
+    for m in dg:
+        galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
+    return write_report(out, title=f"diffguard benchmark: {runner.cfg.benchmark}", metrics=ev.rows, table=ev.table,
+                        methods=ev.complete, galleries=galleries, meta=meta)

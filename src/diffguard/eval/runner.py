@@ -1,0 +1,252 @@
+"""The benchmark runner: one shared classifier pass, every method on every set, durable per-batch results.
+
+Work is split into fixed batches (the run's row plan and batch size are part of its manifest); each finished batch
+is committed to the :class:`~diffguard.eval.store.ResultStore` with its completion marker, so an interrupted run
+resumes where it stopped and ends with results identical to an uninterrupted one. Per-set sample limits draw a
+fixed-seed subset. Evaluation and outputs live in :mod:`diffguard.eval.evaluate`.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
+from diffguard.eval.datasets import ImageSource
+from diffguard.eval.methods import MethodConfig, build_method
+from diffguard.eval.store import ResultStore, StoreError
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """"DiffGuard + X": ``baseline`` and ``diffguard`` are method names of the run; quantiles of the baseline's
+    ID-validation scores bound the band that DiffGuard decides (see :mod:`diffguard.detectors.fusion`)."""
+
+    baseline: str
+    diffguard: str
+    low_q: float = 0.5
+    high_q: float = 0.99
+
+
+@dataclass
+class RunConfig:
+    """Everything a benchmark run depends on (the CLI maps config files and ``--set`` overrides onto it).
+
+    Args:
+        benchmark: registered benchmark name (``fmnist6``, ``cifar10``, ``imagenet``).
+        methods: the methods to run, in order (cheap ones first is wise).
+        fusion: "DiffGuard + X" combinations to evaluate.
+        sets: restrict to these sets (default: all of the benchmark).
+        limit: at most this many samples per test / OOD set, drawn with ``limit_seed`` (None = all).
+        val_limit: at most this many ID-validation samples (thresholds and fusion calibration).
+        train_limit: at most this many ID-training samples for fitting KNN / ViM / MDS (None = all, OpenOOD's way).
+        batch_size: images per batch (methods may override).
+        classifier, diffusion: model folders (None = the shipped fmnist6 models).
+        ensemble: folders of extra Deep-Ensemble members (None = the shipped ``fmnist6-classifier-s*``).
+        data_root: data folder (fmnist6: the Fashion-MNIST IDX files; others: OpenOOD's layout).
+        gallery: input / synthesis pairs per end (most and least OOD) per set in the report.
+    """
+
+    benchmark: str = "fmnist6"
+    methods: list[MethodConfig] = field(default_factory=list)
+    fusion: list[FusionConfig] = field(default_factory=list)
+    sets: list[str] | None = None
+    limit: int | None = None
+    val_limit: int | None = 500
+    train_limit: int | None = None
+    limit_seed: int = 0
+    batch_size: int = 64
+    classifier: str | None = None
+    diffusion: str | None = None
+    ensemble: list[str] | None = None
+    data_root: str | None = None
+    gallery: int = 6
+
+    def plan_key(self) -> dict[str, Any]:
+        """The settings that define the work units; a results file is only resumed under the same ones."""
+        return {k: getattr(self, k) for k in ("benchmark", "sets", "limit", "val_limit", "train_limit", "limit_seed",
+                                              "batch_size", "classifier", "diffusion", "ensemble")}
+
+    def method(self, name: str) -> MethodConfig:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"no method {name!r} in this run; methods: {[m.name for m in self.methods]}")
+
+
+def select_rows(n: int, limit: int | None, seed: int, set_name: str) -> np.ndarray:
+    """Sorted row indices: all ``n``, or ``limit`` of them drawn with a generator seeded by (seed, set name)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, zlib.crc32(set_name.encode())])
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def row_plan(spec: BenchmarkSpec, sources: dict[str, ImageSource], cfg: RunConfig) -> dict[str, np.ndarray]:
+    """Rows per set: ``train_limit`` of train (fits), ``val_limit`` of val, ``limit`` of the test and OOD sets."""
+    plan = {}
+    for name, src in sources.items():
+        role = spec.get(name).role
+        limit = cfg.train_limit if role == "train" else cfg.val_limit if role == "val" else cfg.limit
+        plan[name] = select_rows(len(src), limit, cfg.limit_seed, name)
+    return plan
+
+
+def batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+class Runner:
+    """Runs one :class:`RunConfig` into ``out`` (``results.sqlite`` plus exports)."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, manifest: dict[str, Any] | None = None,
+                 progress: bool = True, spec: BenchmarkSpec | None = None):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.spec = spec or get_benchmark(cfg.benchmark)
+        names = [m.name for m in cfg.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"method names must be unique; repeated: {dup}")
+        self.sources = open_benchmark(self.spec, cfg.data_root, self._set_names())
+        self.plan = row_plan(self.spec, self.sources, cfg)
+        manifest = dict(manifest or {})
+        self.manifest = {**manifest, "config": {**cfg.plan_key(), **manifest.get("config", {})}}
+        self._backend: Any = None
+        self._classifier: Any = None
+
+    def _set_names(self) -> list[str]:
+        names = self.cfg.sets or [s.name for s in self.spec.sets]
+        needed = [s.name for s in self.spec.by_role("train", "val", "id")]
+        return [s.name for s in self.spec.sets if s.name in set(names) | set(needed)]
+
+    def eval_sets(self) -> list[str]:
+        """Sets every method scores: val, the ID test set and the OOD sets (not train)."""
+        return [n for n in self.sources if self.spec.get(n).role != "train"]
+
+    # -- models -----------------------------------------------------------------------------------------------
+    @property
+    def classifier(self) -> Any:
+        if self._classifier is None:
+            from diffguard.classify.base import fmnist6_classifier
+
+            self._classifier = fmnist6_classifier(self.cfg.classifier)
+        return self._classifier
+
+    def backend(self) -> Any:
+        if self._backend is None:
+            from diffguard.backends.pixel import PixelBackend
+
+            self._backend = PixelBackend.from_folder(self.cfg.diffusion)
+        return self._backend
+
+    def members(self) -> list[Any]:
+        from diffguard.detectors.ensemble import fmnist6_ensemble
+
+        return fmnist6_ensemble(self.cfg.ensemble)
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def run(self, methods: Sequence[str] | None = None) -> ResultStore:
+        """Run the classifier pass and the given methods (default: all); returns the open store."""
+        store = ResultStore(self.out / "results.sqlite", self.manifest)
+        for m in self.cfg.methods:
+            self._check_method(store, m)
+        self.classifier_pass(store)
+        train = None
+        for m in self.cfg.methods:
+            if methods is not None and m.name not in methods:
+                continue
+            method = build_method(m, self.classifier, self.backend, self.members)
+            if hasattr(method, "fit"):
+                train = train if train is not None else self.outputs(store, self.spec.by_role("train")[0].name)
+                method.fit(train)
+            if method.needs_images:
+                self.image_pass(store, m, method)
+            else:
+                self.output_pass(store, m, method)
+        return store
+
+    def _check_method(self, store: ResultStore, m: MethodConfig) -> None:
+        key = f"method:{m.name}"
+        old = store.get_meta(key)
+        if old is not None and old != m.as_dict():
+            raise StoreError(f"method {m.name!r} in {store.path} was run with another configuration:\n  stored "
+                             f"{old}\n  now    {m.as_dict()}\nrename the method or use another --out folder")
+        store.set_meta(key, m.as_dict())
+
+    def _bar(self, total: int, done: int, desc: str) -> Any:
+        return tqdm(total=total, initial=done, desc=desc, unit="batch", disable=not self.progress,
+                    dynamic_ncols=True, leave=False)
+
+    def classifier_pass(self, store: ResultStore) -> None:
+        """Logits, features and predictions of every planned row, cached per batch."""
+        for name, src in self.sources.items():
+            chunks = batches(self.plan[name], max(self.cfg.batch_size, 256))
+            done = store.done_batches("classifier", name)
+            with self._bar(len(chunks), len(done), f"classifier {name}") as bar:
+                for b, rows in enumerate(chunks):
+                    if b in done:
+                        continue
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        logits, feats = self.classifier.logits_and_features(src.load(rows))
+                    store.write_batch("classifier", name, b, src.ids[rows].tolist(), labels=src.labels[rows].numpy(),
+                                      predictions=logits.argmax(1).numpy(), logits=logits.numpy(),
+                                      features=feats.numpy(), seconds=time.perf_counter() - t0)
+                    bar.update(1)
+
+    def outputs(self, store: ResultStore, set_name: str) -> Any:
+        from diffguard.detectors.base import ClassifierOutputs
+
+        src, rows = self.sources[set_name], self.plan[set_name]
+        ids = src.ids[rows].numpy()
+        logits, feats = store.outputs(set_name, ids)
+        return ClassifierOutputs(torch.from_numpy(logits), torch.from_numpy(feats), src.labels[rows])
+
+    def output_pass(self, store: ResultStore, m: MethodConfig, method: Any) -> None:
+        """A post-hoc baseline on the cached outputs: one unit per set."""
+        for name in self.eval_sets():
+            if 0 in store.done_batches(m.name, name):
+                continue
+            t0 = time.perf_counter()
+            scores = method.score_outputs(self.outputs(store, name))
+            ids = self.sources[name].ids[self.plan[name]].tolist()
+            store.write_batch(m.name, name, 0, ids, scores, seconds=time.perf_counter() - t0)
+
+    def image_pass(self, store: ResultStore, m: MethodConfig, method: Any) -> None:
+        """An image-level method, batch by batch, every set; finished batches are skipped."""
+        size = m.batch_size or self.cfg.batch_size
+        for name in self.eval_sets():
+            src, chunks = self.sources[name], batches(self.plan[name], size)
+            done = store.done_batches(m.name, name)
+            with self._bar(len(chunks), len(done), f"{m.name} {name}") as bar:
+                for b, rows in enumerate(chunks):
+                    if b in done:
+                        continue
+                    t0 = time.perf_counter()
+                    scores, images = method.score_batch(src.load(rows), src.ids[rows], src.labels[rows])
+                    store.write_batch(m.name, name, b, src.ids[rows].tolist(), scores, images=_thumbs(images),
+                                      seconds=time.perf_counter() - t0)
+                    bar.update(1)
+
+
+def _thumbs(images: np.ndarray | None, side: int = 64) -> np.ndarray | None:
+    """Keep small syntheses as they are; shrink larger ones to ``side`` pixels for the gallery."""
+    if images is None or images.shape[1] <= side:
+        return images
+    t = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    t = torch.nn.functional.interpolate(t, size=(side, side), mode="area")
+    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """A JSON-able view of the run configuration (for manifests and reports)."""
+    d = asdict(cfg)
+    d["methods"] = [m.as_dict() for m in cfg.methods]
+    return d
