@@ -7,6 +7,7 @@ nothing here changes matplotlib's global backend or state and no window is ever 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,39 +43,65 @@ def _nan_note(count: int) -> str:
     return f", {count} NaN left out" if count else ""
 
 
-def roc_figure(table: ScoreTable, methods: list[str], ood_set: str, id_set: str) -> bytes:
+@dataclass(frozen=True)
+class RocCurve:
+    """One method's ROC curve: fpr, tpr float64 (K,) from :func:`sklearn.metrics.roc_curve` (empty when either set
+    has no scored row), ``auroc`` in [0, 1] (NaN without a curve) and ``left_out``, the rows with a NaN score."""
+
+    method: str
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auroc: float
+    left_out: int
+
+    def label(self) -> str:
+        """Legend text, e.g. ``"MSP (AUROC 91.23%, 5 NaN left out)"``."""
+        if self.fpr.size == 0:
+            return f"{self.method}: no curve (a set has no scores{_nan_note(self.left_out)})"
+        return f"{self.method} (AUROC {100 * self.auroc:.2f}%{_nan_note(self.left_out)})"
+
+
+def roc_curves(table: ScoreTable, methods: list[str], ood_set: str, id_set: str) -> list[RocCurve]:
     """ROC curves of ``methods`` separating ``id_set`` (negative) from ``ood_set`` (positive, OOD).
 
-    Curves come from :func:`sklearn.metrics.roc_curve` on the scores (higher = more OOD). Rows whose score is NaN
-    for a method are left out of that method's curve, and the legend says how many.
+    Scores are higher = more OOD. Rows whose score is NaN for a method are left out of that method's curve and
+    counted in :attr:`RocCurve.left_out`.
 
-    Args:
-        table: per-sample scores.
-        methods: method names (keys of ``table.scores``), one curve each.
-        ood_set: the OOD set's name; id_set: the in-distribution test set's name.
-    Returns:
-        PNG bytes.
     Raises:
         KeyError: unknown method or set. ValueError: the two sets are the same, or a score is +-inf.
     """
     if ood_set == id_set:
-        raise ValueError(f"roc_figure needs two different sets, got {id_set!r} twice")
+        raise ValueError(f"an ROC curve needs two different sets, got {id_set!r} twice")
     id_rows, ood_rows = table.rows_of(id_set), table.rows_of(ood_set)
     rows = np.concatenate([id_rows, ood_rows])
     truth = np.concatenate([np.zeros(len(id_rows)), np.ones(len(ood_rows))])
-    fig = Figure(figsize=(5.2, 4.6))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="chance")
+    curves = []
     for method in methods:
         scores = _check_method(table, method)[rows]
         _check_finite(method, scores)
         keep = ~np.isnan(scores)
-        note = _nan_note(int((~keep).sum()))
+        left_out = int((~keep).sum())
         if len(np.unique(truth[keep])) < 2:
-            ax.plot([], [], label=f"{method}: no curve (a set has no scores{note})")
+            curves.append(RocCurve(method, np.empty(0), np.empty(0), float("nan"), left_out))
             continue
         fpr, tpr, _ = roc_curve(truth[keep], scores[keep])
-        ax.plot(fpr, tpr, lw=1.6, label=f"{method} (AUROC {100 * auc(fpr, tpr):.2f}%{note})")
+        curves.append(RocCurve(method, fpr, tpr, float(auc(fpr, tpr)), left_out))
+    return curves
+
+
+def roc_figure(table: ScoreTable, methods: list[str], ood_set: str, id_set: str) -> bytes:
+    """PNG of the :func:`roc_curves` of ``methods`` (``id_set`` negative, ``ood_set`` positive), one line each,
+    with AUROC and the number of NaN rows left out in the legend.
+
+    Raises:
+        KeyError: unknown method or set. ValueError: the two sets are the same, or a score is +-inf.
+    """
+    curves = roc_curves(table, methods, ood_set, id_set)
+    fig = Figure(figsize=(5.2, 4.6))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="chance")
+    for curve in curves:
+        ax.plot(curve.fpr, curve.tpr, lw=1.6, label=curve.label())
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"FPR: ID ({id_set}) flagged as OOD",
            ylabel=f"TPR: OOD ({ood_set}) caught", title=f"ROC, {id_set} vs {ood_set} (OOD positive)")
     ax.grid(alpha=0.3)
