@@ -9,7 +9,8 @@ sudo=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo="sudo -n"
 if [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; then
   echo "diffguard: installing Debian packages chromium chromium-driver (for the HTML report test) ..." >&2
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  $sudo apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
   have && exit 0
 fi
 cat >&2 <<MSG

@@ -70,8 +70,8 @@ def test_rows_of_and_sets() -> None:
 ])
 def test_bad_table_is_refused(change: dict, match: str) -> None:
     t = small_table()
-    fields = dict(set_names=t.set_names, roles=t.roles, ids=t.ids, labels=t.labels, predictions=t.predictions,
-                  scores=t.scores) | change
+    fields = {"set_names": t.set_names, "roles": t.roles, "ids": t.ids, "labels": t.labels,
+              "predictions": t.predictions, "scores": t.scores} | change
     with pytest.raises(ValueError, match=match):
         ScoreTable(**fields)
 

@@ -50,7 +50,8 @@ class GalleryItem:
                 raise ValueError(f"GalleryItem.{name} must be a uint8 (H, W, C) array with C in (1, 3), got "
                                  f"{type(image).__name__} {getattr(image, 'dtype', '')} {shape}; use to_uint8()")
         if self.input.shape != self.synthesis.shape:
-            raise ValueError(f"GalleryItem input {self.input.shape} and synthesis {self.synthesis.shape} differ in shape")
+            raise ValueError(f"GalleryItem input {self.input.shape} and synthesis {self.synthesis.shape} differ in "
+                             "shape")
 
     def caption(self) -> str:
         """``"id 12 · score 0.8311"``, plus label and prediction when known."""
@@ -66,8 +67,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3) \
             or not images.is_floating_point():
+        shape = tuple(getattr(images, "shape", ()))
         raise ValueError("to_uint8 expects a float tensor (B, C, H, W) in [-1, 1] with C = 1 or 3, got "
-                         f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}")
+                         f"{type(images).__name__} {getattr(images, 'dtype', '')} {shape}")
     x = images.detach().to("cpu", torch.float32)
     if torch.isnan(x).any():
         raise ValueError(f"to_uint8: {int(torch.isnan(x).sum())} NaN values in the images; fix the synthesis first")

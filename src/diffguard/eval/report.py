@@ -25,7 +25,8 @@ dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1re
 dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; font-family: ui-monospace, monospace; white-space: pre-wrap; }
 table#metrics { border-collapse: collapse; font-size: 13px; }
 table#metrics th, table#metrics td { border: 1px solid #ccc; padding: .2rem .5rem; }
-table#metrics th { background: #f3f3f3; } table#metrics td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table#metrics th { background: #f3f3f3; }
+table#metrics td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table#metrics tbody tr:nth-child(even) { background: #fafafa; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #eee; }
