@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4))
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test data venv
+.PHONY: demo test data browser venv
 
 venv: $(STAMP)
 
@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 data:
 	@bash scripts/ensure-data.sh
 
+browser:
+	@bash scripts/ensure-browser.sh
+
 demo: $(STAMP) data
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard models check
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(VENV)/bin/python -m pytest -q
