@@ -13,7 +13,8 @@ from diffguard.eval.benchmarks import BenchmarkSpec, SetSpec, get_benchmark, ope
 from diffguard.eval.datasets import DataError, ImageListSource, load_image, read_image_list
 
 
-def make_imglist_benchmark(root: Path, n: int = 4, size: int = 12) -> BenchmarkSpec:
+def make_imglist_benchmark(root: Path, n: int = 4, size: int = 12, channels: int = 3,
+                           num_classes: int = 3) -> BenchmarkSpec:
     """A tiny OpenOOD layout: benchmark_imglist/tiny/*.txt and images_classic/<set>/*.png."""
     rng = np.random.default_rng(0)
     sets = [("train", "train"), ("val", "val"), ("test", "id"), ("near1", "near"), ("far1", "far")]
@@ -22,14 +23,15 @@ def make_imglist_benchmark(root: Path, n: int = 4, size: int = 12) -> BenchmarkS
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
         for i in range(n):
-            arr = rng.integers(0, 256, (size + 4, size + 2, 3), dtype=np.uint8)
+            shape = (size + 4, size + 2, 3) if channels == 3 else (size + 4, size + 2)
+            arr = rng.integers(0, 256, shape, dtype=np.uint8)
             Image.fromarray(arr).save(folder / f"{i}.png")
-            lines.append(f"{name}/{i}.png {i % 3 if role in ('train', 'val', 'id') else -1}")
+            lines.append(f"{name}/{i}.png {i % num_classes if role in ('train', 'val', 'id') else -1}")
         lst = root / "benchmark_imglist" / "tiny" / f"{name}.txt"
         lst.parent.mkdir(parents=True, exist_ok=True)
         lst.write_text("\n".join(lines) + "\n")
     specs = tuple(SetSpec(n_, r, f"benchmark_imglist/tiny/{n_}.txt", "images_classic") for n_, r in sets)
-    return BenchmarkSpec("tiny", 3, size, 3, specs)
+    return BenchmarkSpec("tiny", num_classes, size, channels, specs)
 
 
 def test_read_image_list_and_errors(tmp_path: Path) -> None:

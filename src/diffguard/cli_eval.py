@@ -52,17 +52,12 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _model_hashes(cfg: Any) -> dict[str, str | None]:
+def _model_hashes(cfg: Any) -> dict[str, str]:
     from diffguard.eval.manifest import folder_hash
-    from diffguard.models import WEIGHTS_DIR, shipped_path
+    from diffguard.models import shipped_path
 
-    out = {"classifier": folder_hash(Path(cfg.classifier or shipped_path("classifier")))}
-    if any(m.kind == "diffguard" or m.name == "diffnb" for m in cfg.methods):
-        out["diffusion"] = folder_hash(Path(cfg.diffusion or shipped_path("diffusion")))
-    if any((m.baseline or m.name) == "ensemble" for m in cfg.methods):
-        members = cfg.ensemble or sorted(str(p) for p in WEIGHTS_DIR.glob("fmnist6-classifier-s*"))
-        out["ensemble"] = [folder_hash(Path(p)) for p in members]
-    return out
+    return {"classifier": folder_hash(Path(cfg.classifier or shipped_path("classifier"))),
+            "diffusion": folder_hash(Path(cfg.diffusion or shipped_path("diffusion")))}
 
 
 def _data_files(cfg: Any) -> list[Path]:
@@ -81,8 +76,12 @@ def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
     meta = {**manifest, "compute_seconds": {m.name: round(store.seconds(m.name), 1) for m in runner.cfg.methods},
             "incomplete": ev.incomplete}
     report = write_outputs(runner, store, ev, meta)
-    rows = [r for r in ev.rows if r["set"] in ("near", "far", "all")]
-    print(markdown_table(rows, SUMMARY_COLUMNS))
+    if runner.cfg.ablation:
+        from diffguard.eval.evaluate import ablation_rows
+
+        print(markdown_table(ablation_rows(runner, ev)))
+    else:
+        print(markdown_table([r for r in ev.rows if r["set"] in ("near", "far", "all")], SUMMARY_COLUMNS))
     if ev.incomplete:
         print(f"incomplete (rerun the same command to finish): {ev.incomplete}")
     print(f"results: {runner.out} (report: {report})")

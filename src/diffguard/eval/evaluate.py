@@ -31,13 +31,18 @@ class Evaluation:
     thresholds: dict[str, float]
 
 
+def test_sets(runner: Runner) -> list[str]:
+    """The ID test set and the OOD sets (not train / val), in benchmark order."""
+    return [n for n in runner.eval_sets() if runner.spec.get(n).role in ("id", "near", "far")]
+
+
 def score_table(runner: Runner, store: ResultStore, methods: list[str]) -> Any:
-    """Every eval row of the run with every method's score (NaN where missing)."""
+    """Every test / OOD row of the run with every method's score (NaN where missing)."""
     from diffguard.eval.tables import ScoreTable
 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("set", "ids", "labels", "pred")}
     scores: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    for name in runner.eval_sets():
+    for name in test_sets(runner):
         src, rows = runner.sources[name], runner.plan[name]
         ids = src.ids[rows].numpy()
         sid, lab, pred = store.samples(name)
@@ -48,7 +53,7 @@ def score_table(runner: Runner, store: ResultStore, methods: list[str]) -> Any:
         parts["pred"].append(np.array([lookup.get(int(i), (-2, -2))[1] for i in ids], dtype=np.int64))
         for m in methods:
             scores[m].append(store.scores(m, name, ids))
-    roles = {n: runner.spec.get(n).role for n in runner.eval_sets()}
+    roles = {n: runner.spec.get(n).role for n in test_sets(runner)}
     return ScoreTable(set_names=np.concatenate(parts["set"]).astype(str), roles=roles,
                       ids=np.concatenate(parts["ids"]), labels=np.concatenate(parts["labels"]),
                       predictions=np.concatenate(parts["pred"]),
@@ -78,27 +83,30 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     table = score_table(runner, store, names)
     test = runner.spec.test_set
     val = runner.spec.by_role("val")[0].name
-    ood_sets = [n for n in runner.eval_sets() if runner.spec.get(n).role in ("near", "far")]
+    val_ids = runner.sources[val].ids[runner.plan[val]].numpy()
+    val_scores = {m: store.scores(m, val, val_ids) for m in names}
+    ood_sets = [n for n in test_sets(runner) if n != test]
     groups = {g: [n for n in ood_sets if runner.spec.get(n).role == g] for g in ("near", "far")}
     groups = {g: v for g, v in groups.items() if v}
     groups["all"] = ood_sets
     is_test = table.set_names == test
     acc = accuracy(table.labels[is_test], table.predictions[is_test])
-    sel = {n: table.set_names == n for n in [val, test, *ood_sets]}
-    incomplete = {m: int(np.isnan(table.scores[m]).sum()) for m in names if np.isnan(table.scores[m]).any()}
+    sel = {n: table.set_names == n for n in [test, *ood_sets]}
+    missing = {m: int(np.isnan(table.scores[m]).sum() + np.isnan(val_scores[m]).sum()) for m in names}
+    incomplete = {m: n for m, n in missing.items() if n}
     complete = [m for m in names if m not in incomplete]
     rows, thresholds = [], {}
     for m in complete:
         s = table.scores[m]
         rows += _metric_rows(m, runner.cfg.method(m).title, s[sel[test]], {n: s[sel[n]] for n in ood_sets},
                              groups, acc)
-        thresholds[m] = float(np.quantile(s[sel[val]], 0.95))
+        thresholds[m] = float(np.quantile(val_scores[m], 0.95))
     fusion_info = []
     for f in runner.cfg.fusion:
         if f.baseline not in complete or f.diffguard not in complete:
             continue
         b, d = table.scores[f.baseline], table.scores[f.diffguard]
-        fuse = BandFusion(f.low_q, f.high_q).fit(b[sel[val]], d[sel[val]])
+        fuse = BandFusion(f.low_q, f.high_q).fit(val_scores[f.baseline], val_scores[f.diffguard])
         title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
         fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
         info = {"fusion": title, **fuse.report()}
@@ -113,7 +121,7 @@ def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k
     from diffguard.eval.gallery import GalleryItem, pick_extremes, to_uint8
 
     out = {}
-    for name in runner.eval_sets():
+    for name in test_sets(runner):
         most, least = pick_extremes(table, method, name, k)
         src = runner.sources[name]
         pos = {int(i): r for r, i in enumerate(src.ids.tolist())}
@@ -142,9 +150,56 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
     (out / "thresholds.json").write_text(json.dumps({"tpr": 0.95, "split": "val", "thresholds": ev.thresholds,
                                                      "fusion": ev.fusion}, indent=2))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
+    if runner.cfg.ablation:
+        write_ablation(runner, ev, out)
     dg = [m.name for m in runner.cfg.methods if m.kind == "diffguard" and m.name in ev.complete]
     galleries: dict[str, list[Any]] = {}
     for m in dg:
         galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
     return write_report(out, title=f"diffguard benchmark: {runner.cfg.benchmark}", metrics=ev.rows, table=ev.table,
                         methods=ev.complete, galleries=galleries, meta=meta)
+
+
+ABLATION_COLUMNS = ("AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)")
+
+
+def ablation_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
+    """One row per variant (method, in config order): AUROC per group and both FPR@95 over all OOD sets."""
+    rows = []
+    for m in runner.cfg.methods:
+        got = {r["set"]: r for r in ev.rows if r["key"] == m.name}
+        if not got:
+            continue
+        row: dict[str, Any] = {runner.cfg.ablation or "variant": m.title}
+        for g in ("near", "far", "all"):
+            if g in got:
+                row[f"AUROC {g}"] = got[g]["AUROC"]
+        for c in ABLATION_COLUMNS[1:]:
+            row[f"{c} all"] = got["all"][c]
+        rows.append(row)
+    return rows
+
+
+def write_ablation(runner: Runner, ev: Evaluation, out: Path) -> None:
+    """ablation.md (table) and ablation.png (AUROC per variant, one line per group)."""
+    from diffguard.eval.plots import figure_png
+    from diffguard.eval.tables import markdown_table
+
+    rows = ablation_rows(runner, ev)
+    (out / "ablation.md").write_text(f"# Ablation: {runner.cfg.ablation}\n\n{markdown_table(rows)}\n")
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    label = runner.cfg.ablation or "variant"
+    names = [r[label] for r in rows]
+    for g in ("near", "far", "all"):
+        key = f"AUROC {g}"
+        if rows and key in rows[0]:
+            ax.plot(range(len(rows)), [100 * r[key] for r in rows], marker="o", label=f"{g}-OOD mean")
+    ax.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("AUROC (%)")
+    ax.set_title(f"fmnist6 ablation: {label}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    (out / "ablation.png").write_bytes(figure_png(fig))

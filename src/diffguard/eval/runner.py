@@ -49,9 +49,12 @@ class RunConfig:
         train_limit: at most this many ID-training samples for fitting KNN / ViM / MDS (None = all, OpenOOD's way).
         batch_size: images per batch (methods may override).
         classifier, diffusion: model folders (None = the shipped fmnist6 models).
-        ensemble: folders of extra Deep-Ensemble members (None = the shipped ``fmnist6-classifier-s*``).
+        ensemble: folders of all Deep-Ensemble members (None = the classifier plus the shipped
+            ``fmnist6-classifier-s*`` folders).
         data_root: data folder (fmnist6: the Fashion-MNIST IDX files; others: OpenOOD's layout).
         gallery: input / synthesis pairs per end (most and least OOD) per set in the report.
+        ablation: the name of the setting the methods vary (an ablation study); adds ``ablation.md`` and
+            ``ablation.png`` (AUROC per variant) to the outputs.
     """
 
     benchmark: str = "fmnist6"
@@ -68,11 +71,12 @@ class RunConfig:
     ensemble: list[str] | None = None
     data_root: str | None = None
     gallery: int = 6
+    ablation: str | None = None
 
     def plan_key(self) -> dict[str, Any]:
         """The settings that define the work units; a results file is only resumed under the same ones."""
         return {k: getattr(self, k) for k in ("benchmark", "sets", "limit", "val_limit", "train_limit", "limit_seed",
-                                              "batch_size", "classifier", "diffusion", "ensemble")}
+                                              "batch_size", "classifier", "diffusion")}
 
     def method(self, name: str) -> MethodConfig:
         for m in self.methods:
@@ -146,22 +150,30 @@ class Runner:
             self._backend = PixelBackend.from_folder(self.cfg.diffusion)
         return self._backend
 
-    def members(self) -> list[Any]:
-        from diffguard.detectors.ensemble import fmnist6_ensemble
+    def member_folders(self) -> list[str]:
+        """Deep-Ensemble member folders: the configured ones, else the classifier plus shipped ``-s*`` members."""
+        from diffguard.models import WEIGHTS_DIR, shipped_path
 
-        return fmnist6_ensemble(self.cfg.ensemble)
+        if self.cfg.ensemble:
+            return list(self.cfg.ensemble)
+        first = self.cfg.classifier or str(shipped_path("classifier"))
+        return [first, *sorted(str(p) for p in WEIGHTS_DIR.glob("fmnist6-classifier-s*"))]
+
+    def members(self) -> list[Any]:
+        from diffguard.classify.base import fmnist6_classifier
+
+        return [fmnist6_classifier(f) for f in self.member_folders()]
 
     # -- running ----------------------------------------------------------------------------------------------
     def run(self, methods: Sequence[str] | None = None) -> ResultStore:
         """Run the classifier pass and the given methods (default: all); returns the open store."""
         store = ResultStore(self.out / "results.sqlite", self.manifest)
-        for m in self.cfg.methods:
+        chosen = [m for m in self.cfg.methods if methods is None or m.name in methods]
+        for m in chosen:
             self._check_method(store, m)
         self.classifier_pass(store)
         train = None
-        for m in self.cfg.methods:
-            if methods is not None and m.name not in methods:
-                continue
+        for m in chosen:
             method = build_method(m, self.classifier, self.backend, self.members)
             if hasattr(method, "fit"):
                 train = train if train is not None else self.outputs(store, self.spec.by_role("train")[0].name)
@@ -172,13 +184,22 @@ class Runner:
                 self.output_pass(store, m, method)
         return store
 
+    def identity(self, m: MethodConfig) -> dict[str, Any]:
+        """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
+        ident = m.as_dict()
+        if (m.baseline or m.name) == "ensemble" and "members" not in m.params:
+            from diffguard.eval.manifest import folder_hash
+
+            ident["member_hashes"] = [folder_hash(Path(f)) for f in self.member_folders()]
+        return ident
+
     def _check_method(self, store: ResultStore, m: MethodConfig) -> None:
-        key = f"method:{m.name}"
+        key, ident = f"method:{m.name}", self.identity(m)
         old = store.get_meta(key)
-        if old is not None and old != m.as_dict():
+        if old is not None and old != ident:
             raise StoreError(f"method {m.name!r} in {store.path} was run with another configuration:\n  stored "
-                             f"{old}\n  now    {m.as_dict()}\nrename the method or use another --out folder")
-        store.set_meta(key, m.as_dict())
+                             f"{old}\n  now    {ident}\nrename the method or use another --out folder")
+        store.set_meta(key, ident)
 
     def _bar(self, total: int, done: int, desc: str) -> Any:
         return tqdm(total=total, initial=done, desc=desc, unit="batch", disable=not self.progress,

@@ -1,0 +1,137 @@
+"""The benchmark runner end to end on tiny models: outputs, resume after kill -9, refusal of other configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from diffguard.eval.config import build_run_config
+from diffguard.eval.evaluate import evaluate, write_outputs
+from diffguard.eval.runner import Runner, select_rows
+from diffguard.eval.store import StoreError
+from test_eval_data import make_imglist_benchmark
+
+FAST = ["inversion.steps=6", "inversion.cap=4"]
+
+
+def tiny_config(tiny_models: tuple[Path, Path], **extra: object) -> dict:
+    clf, diff = tiny_models
+    cfg = {"benchmark": "fmnist6", "classifier": str(clf), "diffusion": str(diff), "batch_size": 4, "limit": 6,
+           "val_limit": 6, "train_limit": 40, "gallery": 2,
+           "methods": [{"name": "msp"}, {"name": "knn", "params": {"k": 3}},
+                       {"name": "dg", "kind": "diffguard", "preset": "fmnist6-cfg", "overrides": FAST}],
+           "fusion": [{"baseline": "*", "diffguard": "dg"}]}
+    cfg.update(extra)
+    return cfg
+
+
+def test_select_rows_is_seeded_and_sorted() -> None:
+    a = select_rows(100, 10, 0, "test")
+    assert len(a) == 10 and (np.diff(a) > 0).all()
+    assert (a == select_rows(100, 10, 0, "test")).all()
+    assert not (a == select_rows(100, 10, 0, "other")).all()
+    assert (select_rows(5, 10, 0, "x") == np.arange(5)).all()
+
+
+def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, Path]) -> None:
+    spec = make_imglist_benchmark(tmp_path / "data", n=5, size=28, channels=1, num_classes=6)
+    cfg = build_run_config({**tiny_config(tiny_models, benchmark="tiny", data_root=str(tmp_path / "data")),
+                            "limit": None, "val_limit": None, "train_limit": None})
+    runner = Runner(cfg, tmp_path / "out", progress=False, spec=spec)
+    with runner.run() as store:
+        ev = evaluate(runner, store)
+        report = write_outputs(runner, store, ev, {"machine": "test"})
+    assert ev.complete == ["msp", "knn", "dg"] and not ev.incomplete
+    sets = {(r["key"], r["set"]) for r in ev.rows}
+    for key in ("msp", "knn", "dg", "dg+msp", "dg+knn"):
+        assert {(key, "near1"), (key, "far1"), (key, "near"), (key, "far"), (key, "all")} <= sets
+    for name in ("scores.csv", "metrics.csv", "metrics.json", "metrics.md", "thresholds.json", "report.html"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert report.read_text().count("<img") >= 3
+    from diffguard.eval.tables import ScoreTable
+
+    table = ScoreTable.from_csv(tmp_path / "out" / "scores.csv")
+    assert len(table) == 15 and np.isfinite(table.scores["dg"]).all()
+
+
+def _run_cli(cfg_file: Path, out: Path, data_root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.Popen([sys.executable, "-m", "diffguard", "benchmark", str(cfg_file), "--out", str(out),
+                             "--data-root", str(data_root), "--no-progress", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+
+
+def _done(db: Path, method: str) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM batches WHERE method = ?", (method,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_identical_results(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                                    fake_fmnist_root: Path) -> None:
+    cfg = tiny_config(tiny_models, batch_size=2, limit=8, val_limit=4)
+    cfg["methods"][2]["overrides"] = ["inversion.steps=20", "inversion.cap=16"]
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    total = 2 + 4 * 5  # val: 4 rows / 2; test and four OOD sets: 8 rows / 2
+    proc = _run_cli(cfg_file, tmp_path / "a", fake_fmnist_root)
+    db = tmp_path / "a" / "results.sqlite"
+    deadline = time.time() + 120
+    while _done(db, "dg") < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.communicate()[0][-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _done(db, "dg")
+    assert 3 <= killed_at < total
+    resumed = _run_cli(cfg_file, tmp_path / "a", fake_fmnist_root)
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[0][-2000:]
+    fresh = _run_cli(cfg_file, tmp_path / "b", fake_fmnist_root)
+    assert fresh.wait(timeout=300) == 0, fresh.communicate()[0][-2000:]
+    assert (tmp_path / "a" / "scores.csv").read_text() == (tmp_path / "b" / "scores.csv").read_text()
+    ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert ma == json.loads((tmp_path / "b" / "metrics.json").read_text())
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT set_name, COUNT(*) FROM scores WHERE method = 'dg' AND key = 'score' "
+                           "GROUP BY set_name").fetchall()
+    assert dict(rows) == {"val": 4, "test": 8, "near-fmnist": 8, "far-digits": 8, "far-gaussian": 8,
+                          "far-uniform": 8}
+
+
+def test_changed_method_config_is_refused(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                          fake_fmnist_root: Path) -> None:
+    base = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2)
+    base["methods"] = base["methods"][:1]
+    Runner(build_run_config(base), tmp_path / "o", progress=False).run().close()
+    changed = {**base, "methods": [{"name": "msp", "params": {"temperature": 2.0}}]}
+    with pytest.raises(StoreError, match="another configuration"):
+        Runner(build_run_config(changed), tmp_path / "o", progress=False).run()
+    with pytest.raises(StoreError, match="limit"):
+        Runner(build_run_config({**base, "limit": 3}), tmp_path / "o", progress=False).run()
+
+
+def test_config_overrides_and_unknown_names() -> None:
+    data = {"benchmark": "fmnist6", "methods": [{"name": "knn"}, {"name": "dg", "kind": "diffguard",
+                                                                  "preset": "fmnist6-cfg"}]}
+    cfg = build_run_config(data, ["limit=10", "knn.k=7", "dg.guidance.scale=5"])
+    assert cfg.limit == 10 and cfg.method("knn").params == {"k": 7}
+    assert cfg.method("dg").overrides == ("guidance.scale=5",)
+    with pytest.raises(ValueError, match="Did you mean limit"):
+        build_run_config(data, ["limt=10"])
+    with pytest.raises(ValueError, match="unknown config key"):
+        build_run_config({**data, "colour": 1})
+    with pytest.raises(ValueError, match="unknown key"):
+        build_run_config({**data, "methods": [{"name": "knn", "paramz": {}}]})
