@@ -1,0 +1,1 @@
+"""Evaluation: OOD metrics (and, elsewhere in this package, benchmarks, runner, store and reports)."""
