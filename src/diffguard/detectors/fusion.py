@@ -9,7 +9,7 @@ the hard cases; it gives no formula. This rule is **the project's own**:
    median and inter-quartile range of the baseline's and of DiffGuard's ID-validation scores.
 2. Each test sample gets a tier: 0 when b < lo (confidently ID), 2 when b > hi (confidently OOD), 1 otherwise
    (lo <= b <= hi, the hard case).
-3. fused = tier + u, u in (0, 1): in tiers 0 and 2 u squashes the baseline score, in tier 1 the DiffGuard score,
+3. fused = tier + u, u in [0, 1): in tiers 0 and 2 u squashes the baseline score, in tier 1 the DiffGuard score,
    with u(s) = 1/2 + arctan((s - median) / IQR) / pi (robust standardisation on ID-val; an IQR of 0 falls back to
    the standard deviation, then to 1). u is strictly increasing, so within a tier the order is the baseline's
    (tiers 0, 2) or DiffGuard's (tier 1), and every confident-ID sample ranks below every hard case, which ranks
