@@ -222,6 +222,25 @@ def test_ensemble_golden_and_identical_members():
         DeepEnsemble(clf, members=[clf])
 
 
+def test_ensemble_folders_finds_seed_siblings(tmp_path):
+    from diffguard.detectors.ensemble import ensemble_folders
+
+    for name in ("fmnist6-classifier-s10", "fmnist6-classifier-s2", "fmnist6-classifier-sx", "other-s1"):
+        (tmp_path / name).mkdir()
+    got = [p.name for p in ensemble_folders(tmp_path)]
+    assert got == ["fmnist6-classifier", "fmnist6-classifier-s2", "fmnist6-classifier-s10"]
+
+
+def test_classifier_head_accessor():
+    clf = tiny_classifier()
+    assert clf.head is clf.model.fc
+    clf = ModuleClassifier(nn.Sequential(nn.Flatten(), nn.Linear(2, 2)), 2, "1")
+    with pytest.raises(ValueError, match="head="):
+        clf.head
+    with pytest.raises(ValueError, match="head="):
+        ViM(clf)
+
+
 def test_fmnist6_ensemble_needs_two(tmp_path):
     with pytest.raises(ValueError, match=">= 2 classifiers"):
         fmnist6_ensemble([tmp_path / "only-one"])
