@@ -236,7 +236,7 @@ def test_classifier_head_accessor():
     assert clf.head is clf.model.fc
     clf = ModuleClassifier(nn.Sequential(nn.Flatten(), nn.Linear(2, 2)), 2, "1")
     with pytest.raises(ValueError, match="head="):
-        clf.head
+        _ = clf.head
     with pytest.raises(ValueError, match="head="):
         ViM(clf)
 

@@ -7,8 +7,19 @@ import pytest
 import torch
 from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
-from diffguard.eval.metrics import (METRIC_KEYS, MetricsAccumulator, accuracy, aupr_in, aupr_out, auroc,
-                                    compute_metrics, fpr_at_95_id, fpr_at_95_ood, mean_std, summarize)
+from diffguard.eval.metrics import (
+    METRIC_KEYS,
+    MetricsAccumulator,
+    accuracy,
+    aupr_in,
+    aupr_out,
+    auroc,
+    compute_metrics,
+    fpr_at_95_id,
+    fpr_at_95_ood,
+    mean_std,
+    summarize,
+)
 
 # Hand example with ties (OOD scores higher = more OOD).
 #   ID  = [0.1, 0.4, 0.4, 0.8]   OOD = [0.4, 0.9]

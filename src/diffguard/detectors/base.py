@@ -78,7 +78,7 @@ class Baseline:
     def params(self) -> dict[str, Any]:
         return {}
 
-    def fit(self, train: ClassifierOutputs) -> "Baseline":
+    def fit(self, train: ClassifierOutputs) -> Baseline:
         return self
 
     def score(self, out: ClassifierOutputs) -> Tensor:

@@ -28,7 +28,8 @@ Our conventions, and where they differ from the authors' code:
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor

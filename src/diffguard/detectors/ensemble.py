@@ -9,8 +9,9 @@ as ``members``; :func:`fmnist6_ensemble` loads the shipped fmnist6 classifier pl
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -73,7 +73,7 @@ class BandFusion:
         if not (0.0 <= self.low_q <= self.high_q <= 1.0):
             raise ValueError(f"need 0 <= low_q <= high_q <= 1, got low_q={self.low_q}, high_q={self.high_q}")
 
-    def fit(self, baseline_val: Any, diffguard_val: Any) -> "BandFusion":
+    def fit(self, baseline_val: Any, diffguard_val: Any) -> BandFusion:
         """baseline_val (M,), diffguard_val (M',): scores of ID-validation samples only."""
         b = _array(baseline_val, "baseline_val")
         d = _array(diffguard_val, "diffguard_val")

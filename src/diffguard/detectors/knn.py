@@ -41,7 +41,7 @@ class KNN(Baseline):
     def params(self) -> dict[str, Any]:
         return {"k": self.k}
 
-    def fit(self, train: ClassifierOutputs) -> "KNN":
+    def fit(self, train: ClassifierOutputs) -> KNN:
         """Store the L2-normalised ID-train features (N_train, D) as float64."""
         check_outputs(train)
         if self.k > len(train):

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import (BASELINES, Baseline, ClassifierOutputs, check_outputs, msp_score,
-                                      sample_generator)
+from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs, msp_score, sample_generator
 
 
 @BASELINES.register("mc_dropout")

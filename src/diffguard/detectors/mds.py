@@ -29,7 +29,7 @@ class MDS(Baseline):
         self.means: Tensor | None = None
         self.precision: Tensor | None = None
 
-    def fit(self, train: ClassifierOutputs) -> "MDS":
+    def fit(self, train: ClassifierOutputs) -> MDS:
         """Class means (K, D) from rows with label >= 0 and the shared precision (D, D), float64."""
         check_outputs(train, need_labels=True)
         keep = train.labels >= 0

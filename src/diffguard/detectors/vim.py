@@ -61,7 +61,7 @@ class ViM(Baseline):
     def _residual(self, h: Tensor) -> Tensor:
         return torch.linalg.vector_norm((h - self.u.to(h.device)) @ self.null_space.to(h.device), dim=1)
 
-    def fit(self, train: ClassifierOutputs) -> "ViM":
+    def fit(self, train: ClassifierOutputs) -> ViM:
         """Principal space and alpha from ID-train features (N, D)."""
         check_outputs(train)
         h = train.features.double().cpu()

@@ -4,7 +4,8 @@ All functions take 1-D numpy arrays or tensors (any float dtype, any device) and
 
 * ``auroc`` -- area under the ROC curve (trapezoidal). It does not depend on which class is called positive.
 * ``fpr_at_95_ood`` -- the OpenOOD v1.5 convention: the fraction of **ID** samples flagged as OOD at the first
-  threshold where at least 95 % of the **OOD** samples are flagged (ROC with OOD positive, ``fpr[argmax(tpr >= 0.95)]``).
+  threshold where at least 95 % of the **OOD** samples are flagged (ROC with OOD positive,
+  ``fpr[argmax(tpr >= 0.95)]``).
 * ``fpr_at_95_id`` -- the OpenOOD v1 / paper convention (ODIN, Energy, KNN papers; the DiffGuard tables): the fraction
   of **OOD** samples accepted as ID at the first threshold where at least 95 % of the **ID** samples are kept (ROC
   with ID positive on ``-score``). The two conventions agree only for mirror-symmetric score distributions.
@@ -19,7 +20,8 @@ groups; the definition above ("first threshold") is the one implemented here.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +164,8 @@ def mean_std(runs: Sequence[Mapping[str, float]], ddof: int = 0) -> dict[str, di
     keys = list(runs[0])
     for i, r in enumerate(runs):
         if set(r) != set(keys):
-            raise ValueError(f"run {i} has keys {sorted(r)}, run 0 has {sorted(keys)}: runs must report the same metrics")
+            raise ValueError(f"run {i} has keys {sorted(r)}, run 0 has {sorted(keys)}: "
+                             "runs must report the same metrics")
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=ddof))}
             for k in keys}
 
