@@ -70,6 +70,14 @@ class ModuleClassifier(nn.Module):
             return self.model.features(z)
         raise NotImplementedError("this classifier has no features(); pass features_fn to the adapter")
 
+    @property
+    def head(self) -> nn.Linear:
+        """The linear layer mapping features (B, D) to logits (B, K) (ViM and MC-Dropout use it)."""
+        if not isinstance(self._head, nn.Linear):
+            raise ValueError(f"the classifier's head is {type(self._head).__name__}, not a known nn.Linear: "
+                             "pass head=<the final nn.Linear> to ModuleClassifier")
+        return self._head
+
     def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Both in one pass when a linear head is known: (B, K), (B, D)."""
         feats = self.features(x)

@@ -1,0 +1,113 @@
+""""DiffGuard + X": the band rule that lets a baseline keep its confident decisions and DiffGuard decide the rest.
+
+The paper ("Ours + X" rows) only says that the baseline's confident decisions are trusted and DiffGuard handles
+the hard cases; it gives no formula. This rule is **the project's own**:
+
+1. ``fit`` on ID-validation scores only (no OOD data): the thresholds lo = quantile(b_val, ``low_q``) and
+   hi = quantile(b_val, ``high_q``) of the baseline's OOD scores (numpy's default linear interpolation;
+   ``low_q = 0`` means lo = -inf and ``high_q = 1`` means hi = +inf, i.e. that band is switched off), plus the
+   median and inter-quartile range of the baseline's and of DiffGuard's ID-validation scores.
+2. Each test sample gets a tier: 0 when b < lo (confidently ID), 2 when b > hi (confidently OOD), 1 otherwise
+   (lo <= b <= hi, the hard case).
+3. fused = tier + u, u in [0, 1): in tiers 0 and 2 u squashes the baseline score, in tier 1 the DiffGuard score,
+   with u(s) = 1/2 + arctan((s - median) / IQR) / pi (robust standardisation on ID-val; an IQR of 0 falls back to
+   the standard deviation, then to 1). u is strictly increasing, so within a tier the order is the baseline's
+   (tiers 0, 2) or DiffGuard's (tier 1), and every confident-ID sample ranks below every hard case, which ranks
+   below every confident-OOD sample. u is capped at 1 - 1e-12 so float64 rounding never merges two tiers (only
+   standardised scores beyond ~3e11 would tie).
+
+Special cases: low_q = 0 and high_q = 1 give DiffGuard's ranking; low_q = high_q gives the baseline's ranking
+(samples exactly at the single threshold are ordered among themselves by DiffGuard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+_U_MAX = 1.0 - 1e-12
+
+
+def _array(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    nan = int(np.isnan(arr).sum())
+    if nan:
+        raise ValueError(f"{name} has {nan} NaN score(s): drop those samples or fix the detector that made them")
+    return arr
+
+
+def _robust_scale(x: np.ndarray) -> tuple[float, float]:
+    """(median, IQR) with IQR -> std -> 1 fallbacks when the spread is 0."""
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    scale = q3 - q1
+    if not scale > 0:
+        scale = float(np.std(x)) if np.std(x) > 0 else 1.0
+    return float(med), float(scale)
+
+
+def _squash(s: np.ndarray, center: float, scale: float) -> np.ndarray:
+    """Strictly increasing map to (0, 1), capped below 1 (see the module docstring)."""
+    return np.minimum(0.5 + np.arctan((s - center) / scale) / np.pi, _U_MAX)
+
+
+@dataclass
+class BandFusion:
+    """Three-tier fusion of a baseline and DiffGuard (both OOD scores, higher = more OOD).
+
+    Args:
+        low_q: ID-val quantile of the baseline score below which a sample is confidently ID.
+        high_q: ID-val quantile above which it is confidently OOD; 0 <= low_q <= high_q <= 1.
+    """
+
+    low_q: float = 0.5
+    high_q: float = 0.99
+    _state: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.low_q <= self.high_q <= 1.0):
+            raise ValueError(f"need 0 <= low_q <= high_q <= 1, got low_q={self.low_q}, high_q={self.high_q}")
+
+    def fit(self, baseline_val: Any, diffguard_val: Any) -> BandFusion:
+        """baseline_val (M,), diffguard_val (M',): scores of ID-validation samples only."""
+        b = _array(baseline_val, "baseline_val")
+        d = _array(diffguard_val, "diffguard_val")
+        lo = -np.inf if self.low_q == 0 else float(np.quantile(b, self.low_q))
+        hi = np.inf if self.high_q == 1 else float(np.quantile(b, self.high_q))
+        b_med, b_scale = _robust_scale(b)
+        d_med, d_scale = _robust_scale(d)
+        self._state = {"low_threshold": lo, "high_threshold": hi, "baseline_median": b_med, "baseline_scale": b_scale,
+                       "diffguard_median": d_med, "diffguard_scale": d_scale,
+                       "n_val_baseline": b.size, "n_val_diffguard": d.size}
+        return self
+
+    def tiers(self, baseline: Any) -> np.ndarray:
+        """(N,) int: 0 confident ID, 1 hard case, 2 confident OOD."""
+        st = self._fitted()
+        b = _array(baseline, "baseline")
+        return np.where(b < st["low_threshold"], 0, np.where(b > st["high_threshold"], 2, 1))
+
+    def fuse(self, baseline: Any, diffguard: Any) -> np.ndarray:
+        """baseline (N,), diffguard (N,) scores of the same samples -> (N,) float64 fused OOD score in (0, 3)."""
+        st = self._fitted()
+        b, d = _array(baseline, "baseline"), _array(diffguard, "diffguard")
+        if b.shape != d.shape:
+            raise ValueError(f"baseline {b.shape} and diffguard {d.shape} must score the same samples")
+        tier = self.tiers(b)
+        u_b = _squash(b, st["baseline_median"], st["baseline_scale"])
+        u_d = _squash(d, st["diffguard_median"], st["diffguard_scale"])
+        return tier + np.where(tier == 1, u_d, u_b)
+
+    def report(self) -> dict[str, Any]:
+        """Quantiles, thresholds and squash parameters, for the results table."""
+        return {"rule": "band (project's own)", "low_q": self.low_q, "high_q": self.high_q, **self._fitted()}
+
+    def _fitted(self) -> dict[str, float]:
+        if not self._state:
+            raise RuntimeError("BandFusion is not fitted: call fit(baseline_val, diffguard_val) on ID-val scores")
+        return self._state

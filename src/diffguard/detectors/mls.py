@@ -1,0 +1,28 @@
+"""MLS, maximum logit score (Hendrycks et al., ICML 2022; OpenOOD ``mls``).
+
+OpenOOD confidence: ``conf = max_k z_k``; our OOD score is ``-max_k z_k``. No hyper-parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs
+
+
+@BASELINES.register("mls")
+class MLS(Baseline):
+    """Score = -max logit. ``classifier`` is unused."""
+
+    name = "mls"
+    display_name = "MLS"
+
+    def __init__(self, classifier: Any = None):
+        self.classifier = classifier
+
+    def score(self, out: ClassifierOutputs) -> Tensor:
+        """out.logits (N, K) -> (N,) float64, higher = more OOD."""
+        check_outputs(out)
+        return -out.logits.double().amax(dim=1)

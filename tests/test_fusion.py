@@ -1,0 +1,72 @@
+"""BandFusion ("DiffGuard + X"): thresholds, tier ordering and the two limiting rankings, on hand-made arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffguard.detectors.fusion import BandFusion
+
+B_VAL = np.arange(11.0)  # baseline ID-val scores 0..10: quantile(.5) = 5, quantile(.9) = 9
+D_VAL = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+
+
+def test_thresholds_are_numpy_quantiles_and_report():
+    rng = np.random.default_rng(0)
+    b, d = rng.normal(size=57), rng.normal(size=31)
+    f = BandFusion(0.3, 0.95).fit(b, torch.tensor(d))
+    rep = f.report()
+    assert rep["low_threshold"] == np.quantile(b, 0.3) and rep["high_threshold"] == np.quantile(b, 0.95)
+    assert rep["low_q"] == 0.3 and rep["high_q"] == 0.95 and rep["n_val_baseline"] == 57
+    assert rep["diffguard_median"] == np.median(d)
+    assert BandFusion(0.0, 1.0).fit(b, d).report()["low_threshold"] == -np.inf
+
+
+def test_tier_ordering():
+    f = BandFusion(0.5, 0.9).fit(B_VAL, D_VAL)
+    # baseline: 1 (< 5, tier 0), 5 and 7 (in [5, 9], tier 1), 9.5 (> 9, tier 2)
+    b = np.array([1.0, 5.0, 7.0, 9.5, 4.9])
+    d = np.array([1e6, -1e6, 3.0, -1e6, -5.0])  # DiffGuard disagrees wildly with the baseline
+    assert f.tiers(b).tolist() == [0, 1, 1, 2, 0]
+    fused = f.fuse(b, d)
+    assert fused[0] < 1 and fused[4] < 1 and 1 <= fused[1] < fused[2] < 2 and fused[3] > 2
+    # Inside tier 0 the baseline decides (1.0 < 4.9); inside tier 1 DiffGuard decides (-1e6 < 3).
+    assert fused[0] < fused[4]
+
+
+def test_extreme_scores_never_merge_tiers():
+    f = BandFusion(0.5, 0.9).fit(B_VAL, D_VAL)
+    fused = f.fuse(np.array([4.99, 5.0, 9.0, 9.01]), np.array([0.0, -1e300, 1e300, 0.0]))
+    assert fused[0] < fused[1] and fused[1] < fused[2] < fused[3]
+    assert np.all(np.diff(np.floor(fused)) >= 0) and np.floor(fused).tolist() == [0, 1, 1, 2]
+
+
+def test_full_band_gives_diffguard_ranking():
+    rng = np.random.default_rng(1)
+    b, d = rng.normal(size=50), rng.normal(size=50)
+    fused = BandFusion(0.0, 1.0).fit(rng.normal(size=20), rng.normal(size=20)).fuse(b * 100, d)
+    assert np.array_equal(np.argsort(fused), np.argsort(d))
+
+
+def test_empty_band_gives_baseline_ranking():
+    rng = np.random.default_rng(2)
+    b, d = rng.normal(size=50), rng.normal(size=50)
+    fused = BandFusion(0.7, 0.7).fit(rng.normal(size=20), rng.normal(size=20)).fuse(b, d)
+    assert np.array_equal(np.argsort(fused), np.argsort(b))
+
+
+def test_refuses_bad_input():
+    with pytest.raises(ValueError, match="low_q <= high_q"):
+        BandFusion(0.9, 0.5)
+    with pytest.raises(ValueError, match="low_q <= high_q"):
+        BandFusion(-0.1, 0.5)
+    with pytest.raises(ValueError, match="1 NaN"):
+        BandFusion().fit([0.0, np.nan], [1.0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        BandFusion().fuse([0.0], [0.0])
+    f = BandFusion().fit(B_VAL, D_VAL)
+    with pytest.raises(ValueError, match="same samples"):
+        f.fuse([0.0, 1.0], [0.0])
+    with pytest.raises(ValueError, match="NaN"):
+        f.fuse([0.0], [np.nan])
