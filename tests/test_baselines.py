@@ -292,6 +292,14 @@ def test_diffnb_deterministic_and_batch_invariant(tiny_backend):
     assert not torch.allclose(other_seed, g)
 
 
+def test_diffnb_base_score_needs_only_the_end_levels(tiny_backend):
+    """The benchmark computes only levels (0, t_max): the base score must equal the full run's last column."""
+    x, ids = images(3), torch.tensor([4, 5, 6])
+    full = _diffnb(tiny_backend).global_scores(x, ids)
+    ends = _diffnb(tiny_backend, noise_levels=(0, 80)).score_images(x, ids)
+    torch.testing.assert_close(ends, full[:, -1], atol=1e-6, rtol=0)
+
+
 def test_diffnb_single_level_is_zero_and_validation(tiny_backend):
     x = images(3)
     assert (_diffnb(tiny_backend, noise_levels=(0,)).score_images(x, torch.arange(3)) == 0).all()

@@ -152,12 +152,12 @@ class Runner:
 
     def member_folders(self) -> list[str]:
         """Deep-Ensemble member folders: the configured ones, else the classifier plus shipped ``-s*`` members."""
-        from diffguard.models import WEIGHTS_DIR, shipped_path
+        from diffguard.detectors.ensemble import ensemble_folders
 
         if self.cfg.ensemble:
             return list(self.cfg.ensemble)
-        first = self.cfg.classifier or str(shipped_path("classifier"))
-        return [first, *sorted(str(p) for p in WEIGHTS_DIR.glob("fmnist6-classifier-s*"))]
+        shipped = [str(p) for p in ensemble_folders()]
+        return [self.cfg.classifier or shipped[0], *shipped[1:]]
 
     def members(self) -> list[Any]:
         from diffguard.classify.base import fmnist6_classifier
