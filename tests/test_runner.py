@@ -135,3 +135,26 @@ def test_config_overrides_and_unknown_names() -> None:
         build_run_config({**data, "colour": 1})
     with pytest.raises(ValueError, match="unknown key"):
         build_run_config({**data, "methods": [{"name": "knn", "paramz": {}}]})
+
+
+def test_unavailable_method_is_skipped_and_reported(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                                    fake_fmnist_root: Path) -> None:
+    cfg = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2,
+                      ensemble=[str(tiny_models[0])])
+    cfg["methods"] = [{"name": "msp"}, {"name": "ensemble"}]
+    runner = Runner(build_run_config(cfg), tmp_path / "o", progress=False)
+    with runner.run() as store:
+        ev = evaluate(runner, store)
+    assert "ensemble" in runner.skipped and ">= 2 classifiers" in runner.skipped["ensemble"]
+    assert ev.complete == ["msp"] and ev.incomplete["ensemble"] > 0
+
+
+def test_two_member_ensemble_runs(tmp_path: Path, tiny_models: tuple[Path, Path], fake_fmnist_root: Path) -> None:
+    cfg = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2,
+                      ensemble=[str(tiny_models[0])] * 2)
+    cfg["methods"] = [{"name": "msp"}, {"name": "ensemble"}]
+    runner = Runner(build_run_config(cfg), tmp_path / "o", progress=False)
+    with runner.run() as store:
+        ev = evaluate(runner, store)
+    assert ev.complete == ["msp", "ensemble"]
+    np.testing.assert_allclose(ev.table.scores["ensemble"], ev.table.scores["msp"], atol=1e-6)

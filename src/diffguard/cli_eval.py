@@ -74,7 +74,7 @@ def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
 
     ev = evaluate(runner, store)
     meta = {**manifest, "compute_seconds": {m.name: round(store.seconds(m.name), 1) for m in runner.cfg.methods},
-            "incomplete": ev.incomplete}
+            "incomplete": ev.incomplete, "skipped": runner.skipped}
     report = write_outputs(runner, store, ev, meta)
     if runner.cfg.ablation:
         from diffguard.eval.evaluate import ablation_rows
@@ -82,8 +82,10 @@ def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
         print(markdown_table(ablation_rows(runner, ev)))
     else:
         print(markdown_table([r for r in ev.rows if r["set"] in ("near", "far", "all")], SUMMARY_COLUMNS))
+    for name, why in runner.skipped.items():
+        print(f"not run: {name}: {why}")
     if ev.incomplete:
-        print(f"incomplete (rerun the same command to finish): {ev.incomplete}")
+        print(f"incomplete, left out of the table (rerun the same command to finish): {ev.incomplete}")
     print(f"results: {runner.out} (report: {report})")
     return 0
 

@@ -24,6 +24,10 @@ from diffguard.eval.methods import MethodConfig, build_method
 from diffguard.eval.store import ResultStore, StoreError
 
 
+class MethodUnavailable(RuntimeError):
+    """A configured method cannot be built on this machine (e.g. ensemble members not trained yet)."""
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """"DiffGuard + X": ``baseline`` and ``diffguard`` are method names of the run; quantiles of the baseline's
@@ -124,6 +128,7 @@ class Runner:
         self.manifest = {**manifest, "config": {**cfg.plan_key(), **manifest.get("config", {})}}
         self._backend: Any = None
         self._classifier: Any = None
+        self.skipped: dict[str, str] = {}
 
     def _set_names(self) -> list[str]:
         names = self.cfg.sets or [s.name for s in self.spec.sets]
@@ -162,7 +167,12 @@ class Runner:
     def members(self) -> list[Any]:
         from diffguard.classify.base import fmnist6_classifier
 
-        return [fmnist6_classifier(f) for f in self.member_folders()]
+        folders = self.member_folders()
+        if len(folders) < 2:
+            raise MethodUnavailable(f"Deep Ensemble needs >= 2 classifiers, found {folders}; train members with "
+                                    "`diffguard train classifier --seed N --out src/diffguard/weights/"
+                                    "fmnist6-classifier-sN` or set `ensemble: [folders]`")
+        return [fmnist6_classifier(f) for f in folders]
 
     # -- running ----------------------------------------------------------------------------------------------
     def run(self, methods: Sequence[str] | None = None) -> ResultStore:
@@ -174,7 +184,12 @@ class Runner:
         self.classifier_pass(store)
         train = None
         for m in chosen:
-            method = build_method(m, self.classifier, self.backend, self.members)
+            try:
+                method = build_method(m, self.classifier, self.backend, self.members)
+            except MethodUnavailable as err:
+                self.skipped[m.name] = str(err)
+                print(f"diffguard: skipping method {m.name!r}: {err}")
+                continue
             if hasattr(method, "fit"):
                 train = train if train is not None else self.outputs(store, self.spec.by_role("train")[0].name)
                 method.fit(train)
