@@ -105,3 +105,21 @@ def check_num_classes(model: nn.Module, head: str | None, expected: int | None) 
     if expected is not None and expected != out:
         raise CheckpointError(f"the classifier head has {out} outputs, not num_classes={expected}")
     return out
+
+
+def module_classifier(model: nn.Module, weights: str | os.PathLike[str] | Mapping[str, Tensor] | None,
+                      num_classes: int, cam_layer: str, resolution: int | tuple[int, int] | None,
+                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                      head: str | None = None) -> ModuleClassifier:
+    """Any ``nn.Module`` classifier (normalised images -> logits) with a named Grad-CAM layer, weights loaded
+    strictly from a local file (the authors' ``normalize.*`` wrapper and ``module.`` prefixes are understood).
+
+    mean / std default to the stored statistics, else ImageNet's; ``head`` (default the last ``nn.Linear``) splits
+    features from logits.
+    """
+    side = (resolution, resolution) if isinstance(resolution, int) else resolution
+    clf = wrap_module(model, weights, num_classes=num_classes, resolution=side, mean=mean, std=std,
+                      default_stats=(IMAGENET_MEAN, IMAGENET_STD), cam_layer=cam_layer, head=head,
+                      what=f"{type(model).__name__} weights")
+    check_num_classes(clf.model, head, num_classes)
+    return clf
