@@ -29,12 +29,13 @@ def _save_scheduler(root: Path) -> None:
     DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(root / "scheduler")
 
 
-def _tiny_dit_folder(root: Path, classes: int = 10, dropout: bool = True) -> Path:
+def _tiny_dit_folder(root: Path, classes: int = 10) -> Path:
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
     torch.manual_seed(0)
     DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-                          sample_size=8, patch_size=2, num_embeds_ada_norm=classes).save_pretrained(root / "transformer")
+                          sample_size=8, patch_size=2, num_embeds_ada_norm=classes,
+                          ).save_pretrained(root / "transformer")
     AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
                   up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=16).save_pretrained(
         root / "vae")

@@ -63,8 +63,8 @@ class Recorder:
         return hit
 
 
-@pytest.fixture(scope="module")
-def gdm_parts():
+def build_gdm_parts():
+    """(PixelBackend of the 256 px ADM UNet, ViT classifier adapter) from the fixture files."""
     import torchvision
 
     from diffguard.backends.adm import adm_alphas_cumprod, load_adm_unet
@@ -80,6 +80,11 @@ def gdm_parts():
     return backend, clf
 
 
+@pytest.fixture(scope="module")
+def gdm_parts():
+    return build_gdm_parts()
+
+
 def _detector(backend, clf, reference: str, recorder: bool = False):
     from diffguard.detectors.diffguard import DiffGuard
     from diffguard.presets import PRESETS
@@ -92,12 +97,16 @@ def _detector(backend, clf, reference: str, recorder: bool = False):
     return DiffGuard(clf, backend, **kwargs), rec
 
 
-@pytest.fixture(scope="module")
-def gdm_aux1_run(gdm_parts):
-    backend, clf = gdm_parts
+def run_aux1(backend, clf):
+    """(detector, stop-rule recorder, DiffGuardResult, fixture tensors) of the uncond_aux=True run."""
     det, rec = _detector(backend, clf, "unguided", recorder=True)
     io = _load("B_gdm_aux1.io.safetensors")
     return det, rec, det.analyze(io["x_input"].float()), io
+
+
+@pytest.fixture(scope="module")
+def gdm_aux1_run(gdm_parts):
+    return run_aux1(*gdm_parts)
 
 
 def _close(ours: torch.Tensor, theirs: torch.Tensor, atol: float, what: str) -> None:
@@ -127,7 +136,8 @@ def test_gdm_aux1_reconstructions_and_scores(gdm_aux1_run) -> None:
     for ours, key in ((res.synthesis, "recon_guided_224"), (res.unguided, "recon_unguided_224")):
         err = (ours - io[key]).abs()
         assert err.max() <= 1e-3 and err.mean() <= 1e-5, f"{key}: max {err.max()}, mean {err.mean()}"
-    for name, key, atol in (("l2", "score_l2", 1e-3), ("gmsd", "score_gmsd", 1e-5), ("logits_l1", "score_logits", 1e-3)):
+    for name, key, atol in (("l2", "score_l2", 1e-3), ("gmsd", "score_gmsd", 1e-5),
+                            ("logits_l1", "score_logits", 1e-3)):
         _close(-res.distances[name], io[key], atol, key)  # the authors' scores are negated distances
 
 
@@ -144,8 +154,8 @@ def test_gdm_crop_windows_replay_the_authors_generator(gdm_parts) -> None:
     assert torch.equal(ours[..., [2, 1, 0]], theirs)
 
 
-def test_gdm_first_guidance_gradient(gdm_parts) -> None:
-    backend, clf = gdm_parts
+def first_guidance_gradient(backend, clf) -> torch.Tensor:
+    """g at sample 0's first denoising step (t = 400, x = latent_xT[0], y = 9), recovered from the guided eps."""
     det, _ = _detector(backend, clf, "unguided")
     io = _load("B_gdm_aux1.io.safetensors")
     x, y = io["latent_xT"][:1], io["pred_label"][:1]
@@ -156,8 +166,12 @@ def test_gdm_first_guidance_gradient(gdm_parts) -> None:
     with torch.no_grad():
         e_guided, e_plain = guided(x, t, rows), unguided(x, t, rows)
     s1 = (1 - backend.alphas_cumprod[400]).sqrt().float()
-    g = (e_plain - e_guided) / s1  # eps' = eps_c - sqrt(1 - a) g, g already scaled by 3
-    _close(g, io["g_first_step_sample0"], 1e-4, "g_first_step_sample0")
+    return (e_plain - e_guided) / s1  # eps' = eps_c - sqrt(1 - a) g, g already scaled by 3
+
+
+def test_gdm_first_guidance_gradient(gdm_parts) -> None:
+    io = _load("B_gdm_aux1.io.safetensors")
+    _close(first_guidance_gradient(*gdm_parts), io["g_first_step_sample0"], 1e-4, "g_first_step_sample0")
 
 
 @pytest.mark.slow
@@ -172,5 +186,6 @@ def test_gdm_aux0_compares_with_the_input(gdm_parts) -> None:
     assert (res.predicted.tolist(), (res.stop_level - 2).tolist()) == ([1], [5])
     err = (res.synthesis - io["recon_guided_224"][1:2]).abs()
     assert err.max() <= 1e-3 and err.mean() <= 1e-5, f"recon: max {err.max()}, mean {err.mean()}"
-    for name, key, atol in (("l2", "score_l2", 1e-3), ("gmsd", "score_gmsd", 1e-5), ("logits_l1", "score_logits", 1e-3)):
+    for name, key, atol in (("l2", "score_l2", 1e-3), ("gmsd", "score_gmsd", 1e-5),
+                            ("logits_l1", "score_logits", 1e-3)):
         _close(-res.distances[name], io[key][1:2], atol, key)

@@ -44,8 +44,8 @@ class TinyCNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-@pytest.fixture(scope="module")
-def ldm_parts():
+def build_ldm_parts():
+    """(LatentBackend of the converted LDM, TinyCNN classifier adapter) from the fixture files."""
     from diffguard.backends.compvis_ldm import load_compvis_ldm
     from diffguard.classify.wrap import module_classifier
 
@@ -54,6 +54,11 @@ def ldm_parts():
     clf = module_classifier(TinyCNN(), FIXTURES / "C_classifier_cnn.weights.safetensors", num_classes=10,
                             cam_layer="layer4.1", resolution=64)
     return backend, clf
+
+
+@pytest.fixture(scope="module")
+def ldm_parts():
+    return build_ldm_parts()
 
 
 def _close(ours: torch.Tensor, theirs: torch.Tensor, atol: float, what: str) -> float:
@@ -71,6 +76,7 @@ def test_ldm_networks_match_the_authors(ldm_parts) -> None:
         _close(backend.encode(x), io["z0"], 1e-4, "z0")
         _close(clf.logits(x), io["cls_logits_input"], 1e-4, "classifier logits")
         logits, feats = clf.logits_and_features(torch.cat([x, io["recon"]]))
+        _close(logits.view(2, 3, -1).transpose(0, 1), io["logits_saved"], 1e-4, "logits [input, recon]")
         _close(feats.view(2, 3, -1).transpose(0, 1), io["feat_saved"], 1e-4, "features [input, recon]")
         eps = backend.eps(io["trace_inv_z"][0], io["trace_inv_t"][0], None)
         _close(eps, io["trace_inv_eps"][0], 1e-5, "inversion eps")
@@ -108,7 +114,8 @@ def test_ldm_pipeline_matches_the_authors(ldm_parts, run: str) -> None:
     assert [int(det.levels.timesteps[j]) for j in range(len(det.levels))] == [0, 1, 201, 401, 601, 801]
     err = (res.synthesis - io["recon"]).abs()
     assert err.max() <= 1e-4 and err.mean() <= 1e-5, f"recon: max {err.max()}, mean {err.mean()}"
-    for name, key, atol in (("l2", "score_l2", 1e-4), ("gmsd", "score_gmsd", 1e-6), ("logits_l1", "score_logits", 1e-4)):
+    for name, key, atol in (("l2", "score_l2", 1e-4), ("gmsd", "score_gmsd", 1e-6),
+                            ("logits_l1", "score_logits", 1e-4)):
         _close(-res.distances[name], io[key], atol, key)  # the authors' scores are negated distances
 
 

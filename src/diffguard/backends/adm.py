@@ -32,12 +32,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import torch
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict
+
+if TYPE_CHECKING:
+    from diffguard.backends.pixel import PixelBackend
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from diffguard.backends.adm import AdmConfig, _RES, _block_map
+from diffguard.backends.adm import _RES, AdmConfig, _block_map
 from diffguard.backends.compvis_vq import CompVisVQ, load_compvis_vq
 from diffguard.backends.latent import LatentBackend
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict, strip_prefix

@@ -2,22 +2,22 @@
 
 Keys (prefix ``first_stage_model.`` already removed):
 
-====================================================== ================================================
+====================================================== =====================================================
 taming key                                             VQModel key
-====================================================== ================================================
+====================================================== =====================================================
 ``encoder.down.i.block.j`` / ``.attn.j``               ``encoder.down_blocks.i.resnets.j`` / ``.attentions.j``
 ``encoder.down.i.downsample.conv``                     ``encoder.down_blocks.i.downsamplers.0.conv``
-``{en,de}coder.mid.block_1`` / ``attn_1`` / ``block_2`` ``{en,de}coder.mid_block.resnets.0`` / ``attentions.0`` / ``resnets.1``
+``X.mid.block_1`` / ``attn_1`` / ``block_2``           ``X.mid_block.resnets.0`` / ``attentions.0`` / ``resnets.1``
 ``decoder.up.i.block.j`` / ``.attn.j`` (n levels)      ``decoder.up_blocks.(n-1-i).resnets.j`` / ``.attentions.j``
 ``decoder.up.i.upsample.conv``                         ``decoder.up_blocks.(n-1-i).upsamplers.0.conv``
 ``norm_out``, ``conv_in``, ``conv_out``                ``conv_norm_out``, ``conv_in``, ``conv_out``
 ``quantize.embedding``, ``quant_conv``, ...            ``quantize.embedding``, ``quant_conv``, ...
 ResBlock ``nin_shortcut``                              ``conv_shortcut``
 attention ``norm``, ``q``, ``k``, ``v``, ``proj_out``  ``group_norm``, ``to_q``, ``to_k``, ``to_v``, ``to_out.0``
-====================================================== ================================================
+====================================================== =====================================================
 
-Quantisation follows the original code exactly rather than diffusers' (``cdist``): the nearest code by
-``|z|^2 + |e|^2 - 2 z.e`` and the straight-through value ``z + (e - z)``.
+(X is ``encoder`` or ``decoder``.) Quantisation follows the original code exactly rather than diffusers'
+(``cdist``): the nearest code by ``|z|^2 + |e|^2 - 2 z.e`` and the straight-through value ``z + (e - z)``.
 """
 
 from __future__ import annotations
