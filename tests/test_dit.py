@@ -92,3 +92,18 @@ def test_tiny_latent_unet_on_a_vq_model(tmp_path: Path) -> None:
     det = create_detector("ldm", _tiny_classifier(16), backend, steps=3, cam_cut=None, distances=("l2",))
     res = det.analyze(x)
     assert res.score.shape == (2,) and bool(torch.isfinite(res.score).all())
+
+
+def test_dit_folder_with_the_older_transformer2d_config(tmp_path: Path) -> None:
+    """The DiT-XL-2-256 folder names its transformer ``Transformer2DModel`` (older diffusers); it loads the same."""
+    import json
+
+    root = _tiny_dit_folder(tmp_path / "dit")
+    cfg_file = root / "transformer" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg.update(_class_name="Transformer2DModel", norm_type="ada_norm_zero")
+    cfg_file.write_text(json.dumps(cfg))
+    backend = load_dit(root)
+    z = torch.zeros(1, 4, 8, 8)
+    with torch.no_grad():
+        assert backend.eps(z, torch.tensor([3]), torch.tensor([10])).shape == z.shape
