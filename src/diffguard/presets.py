@@ -43,27 +43,47 @@ def _dists_similarity(weights: str | os.PathLike[str]) -> Callable:
 
 
 @PRESETS.register("gdm")
-def gdm(dists_weights: str | os.PathLike[str]) -> dict[str, Any]:
-    """The authors' exp6.1. ``dists_weights``: local DISTS weights file (VGG16 + alpha/beta)."""
-    stop = any_of(psnr_below(48.5, peak=AUTHORS_PSNR_PEAK),
-                  similarity_below(_dists_similarity(dists_weights), 0.38))
+def gdm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 100, early_stop_steps: int = 10,
+        psnr_threshold: float | None = 48.5, dists_threshold: float | None = 0.38) -> dict[str, Any]:
+    """The authors' exp6.1. ``dists_weights``: local DISTS weights file (VGG16 + alpha/beta).
+
+    The other arguments mirror the authors' config (defaults = exp6.1): ``steps`` is "ddimN"; the inversion is
+    capped ``early_stop_steps`` levels below the top; ``psnr_threshold`` (authors' peak-255 dB) and
+    ``dists_threshold`` (on 1 - DISTS) are the early-stop thresholds, None disabling one (the authors' -1).
+    DISTS weights are needed for the DISTS threshold and the "dists" distance only.
+    """
+    rules = []
+    if psnr_threshold is not None:
+        rules.append(psnr_below(psnr_threshold, peak=AUTHORS_PSNR_PEAK))
+    if dists_threshold is not None:
+        if dists_weights is None:
+            raise ValueError("the gdm preset's DISTS early stop needs dists_weights=<local DISTS weights file>, "
+                             "or dists_threshold=None for a PSNR-only early stop")
+        rules.append(similarity_below(_dists_similarity(dists_weights), dists_threshold))
+    dist_kwargs = {"dists": {"weights": dists_weights}} if dists_weights is not None else {}
     return dict(
-        inversion=Inversion(steps=100, spacing="even", first=1, cap=91, variant="current", stop=stop,
-                            start_offset=1, clip_x0=True),
+        inversion=Inversion(steps=steps, spacing="even", first=1, cap=steps - early_stop_steps + 1, variant="current",
+                            stop=any_of(*rules) if rules else None, start_offset=1, clip_x0=True),
         guidance=ClassifierGuidance(scale=3.0, cutouts=8, cut_size=(0.875, 1.0), crop_out=224, shared_crops=True,
                                     gradient="mixed", use_x0_hat=True, clip_x0=True),
-        reference="unguided", distances=("dists",), distance_kwargs={"dists": {"weights": dists_weights}},
+        reference="unguided", distances=("dists",), distance_kwargs=dist_kwargs,
         seed=100,
     )
 
 
 @PRESETS.register("ldm")
-def ldm(dists_weights: str | os.PathLike[str]) -> dict[str, Any]:
-    """The authors' ldm-exp2.25. ``dists_weights``: local DISTS weights file."""
+def ldm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 25, cam_cut: float | None = 0.3,
+        scale: float = 10.0) -> dict[str, Any]:
+    """The authors' ldm-exp2.25. ``dists_weights``: local DISTS weights file (needed for the "dists" distance).
+
+    ``steps``: DDIM steps of the "uniform" grid; ``cam_cut``: DSG threshold (None: global CFG, the authors'
+    oracle setting ``use_cam: False``); ``scale``: the CFG scale (``denoise_guidance_scale``).
+    """
+    dist_kwargs = {"dists": {"weights": dists_weights}} if dists_weights is not None else {}
     return dict(
-        inversion=Inversion(steps=25, spacing="uniform", first=0, variant="shifted", start_offset=0),
-        guidance=CFGGuidance(scale=10.0, cam_cut=0.3),
-        reference="input", distances=("dists",), distance_kwargs={"dists": {"weights": dists_weights}},
+        inversion=Inversion(steps=steps, spacing="uniform", first=0, variant="shifted", start_offset=0),
+        guidance=CFGGuidance(scale=scale, cam_cut=cam_cut),
+        reference="input", distances=("dists",), distance_kwargs=dist_kwargs,
     )
 
 

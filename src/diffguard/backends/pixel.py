@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -15,16 +16,21 @@ class PixelBackend:
         alphas_cumprod: (T,) alpha-bar of the training schedule.
         null_label: class index meaning "no class" for a class-conditional model; None for an unconditional one.
         channels: image channels.
+        resolution: side of the square images the UNet was trained at (e.g. 256 for ADM); ``encode`` resizes
+            other inputs to it (bilinear, align_corners=False, no antialias: the authors' pinned torchvision) and
+            the detector resizes syntheses back to the input size. None (default) takes inputs as they are.
     """
 
     differentiable_decode = True
     is_latent = False
 
-    def __init__(self, unet: torch.nn.Module, alphas_cumprod: Tensor, null_label: int | None, channels: int):
+    def __init__(self, unet: torch.nn.Module, alphas_cumprod: Tensor, null_label: int | None, channels: int,
+                 resolution: int | None = None):
         self.unet = unet
         self.alphas_cumprod = alphas_cumprod.double()
         self.null_label = null_label
         self.channels = channels
+        self.resolution = resolution
 
     @classmethod
     def from_folder(cls, folder: str | None = None) -> "PixelBackend":
@@ -57,7 +63,10 @@ class PixelBackend:
         return cls(unet, acp, null_label, unet.config.in_channels)
 
     def encode(self, x: Tensor) -> Tensor:
-        """x: (B, C, H, W) in [-1, 1] -> the same tensor (pixel space)."""
+        """x: (B, C, H, W) in [-1, 1] -> the same tensor (pixel space), resized to ``resolution`` when set."""
+        if self.resolution is not None and tuple(x.shape[-2:]) != (self.resolution, self.resolution):
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,
+                              antialias=False)
         return x
 
     def decode(self, z: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
@@ -153,6 +154,8 @@ class DiffGuard:
         both = with_unguided or self.reference == "unguided"
         ids = torch.arange(x.shape[0]) if ids is None else ids
         out = self._synthesise(x, z, y, start, ids, both)
+        if out.shape[-2:] != x.shape[-2:]:  # a backend working at another resolution (PixelBackend.resolution)
+            out = F.interpolate(out, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False, antialias=False)
         synth, unguided = out[: x.shape[0]], out[x.shape[0]:] if both else None
         ref = unguided if self.reference == "unguided" else x
         with torch.no_grad():
