@@ -158,3 +158,37 @@ def test_two_member_ensemble_runs(tmp_path: Path, tiny_models: tuple[Path, Path]
         ev = evaluate(runner, store)
     assert ev.complete == ["msp", "ensemble"]
     np.testing.assert_allclose(ev.table.scores["ensemble"], ev.table.scores["msp"], atol=1e-6)
+
+
+@pytest.mark.parametrize("name,env", [
+    ("imagenet-gdm", ("ADM_CHECKPOINT", "RESNET50_WEIGHTS", "DISTS_WEIGHTS")),
+    ("imagenet-ldm", ("LDM_CHECKPOINT", "RESNET50_WEIGHTS", "DISTS_WEIGHTS")),
+    ("cifar10", ("DIFFUSION_FOLDER", "OPENOOD_CKPT"))])
+def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffguard.eval.config import load_run_config
+
+    for var in env:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match=env[0]):
+        load_run_config(name)
+    for var in env:
+        monkeypatch.setenv(var, f"/ckpt/{var.lower()}")
+    cfg = load_run_config(name, ["classifier.num_classes=1000"])
+    assert isinstance(cfg.classifier, dict) and cfg.classifier["num_classes"] == 1000
+    assert any(m.kind == "diffguard" for m in cfg.methods) and cfg.fusion
+    assert str(cfg.diffusion).count("/ckpt/") == 1
+
+
+def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
+    from diffguard.eval.models import build_backend, build_classifier, spec_files
+
+    clf = build_classifier({"type": "fmnist6", "folder": str(tiny_models[0])})
+    import torch
+
+    assert clf.logits(torch.zeros(1, 1, 28, 28)).shape == (1, 6)
+    assert build_backend(str(tiny_models[1])).null_label == 6
+    with pytest.raises(KeyError, match="Did you mean 'torchvision'"):
+        build_classifier({"type": "torchvison", "arch": "resnet50", "weights": "x"})
+    with pytest.raises(ValueError, match="needs a 'type'"):
+        build_backend({"folder": "x"})
+    assert spec_files({"type": "x", "folder": str(tiny_models[0]), "n": 3}, Path("d")) == [tiny_models[0]]

@@ -52,12 +52,13 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _model_hashes(cfg: Any) -> dict[str, str]:
-    from diffguard.eval.manifest import folder_hash
+def _model_hashes(cfg: Any) -> dict[str, list[str]]:
+    from diffguard.eval.manifest import path_hash
+    from diffguard.eval.models import spec_files
     from diffguard.models import shipped_path
 
-    return {"classifier": folder_hash(Path(cfg.classifier or shipped_path("classifier"))),
-            "diffusion": folder_hash(Path(cfg.diffusion or shipped_path("diffusion")))}
+    return {kind: [path_hash(p) for p in spec_files(getattr(cfg, kind), shipped_path(kind))]
+            for kind in ("classifier", "diffusion")}
 
 
 def _data_files(cfg: Any) -> list[Path]:

@@ -5,7 +5,11 @@ A config names the benchmark, run settings and the methods; built-in configs liv
 
 * run settings: ``limit=200``, ``val_limit=100``, ``batch_size=32``, ``sets=[test,near-fmnist]``;
 * a method's DiffGuard option: ``diffguard-cfg.guidance.scale=5`` (appended to that method's overrides);
-* a baseline parameter: ``knn.k=100``.
+* a baseline parameter: ``knn.k=100``;
+* a key of a model spec: ``classifier.weights=/ckpt/resnet50.pth``.
+
+String values may name environment variables as ``${NAME}`` (the paper configs take checkpoint paths this way);
+a variable that is not set is an error that names it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +51,27 @@ def read_config_file(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings")
+    missing: list[str] = []
+    data = _expand(data, missing)
+    if missing:
+        raise ValueError(f"config {path.name} needs the environment variable(s) {sorted(set(missing))} "
+                         "(paths to local files, see the comments in the config); set them and rerun")
     return data
+
+
+def _expand(value: Any, missing: list[str]) -> Any:
+    """Replace ``${NAME}`` in every string with the environment variable; record unset names."""
+    if isinstance(value, dict):
+        return {k: _expand(v, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, missing) for v in value]
+    if isinstance(value, str):
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value):
+            if name in os.environ:
+                value = value.replace("${" + name + "}", os.environ[name])
+            else:
+                missing.append(name)
+    return value
 
 
 def _expand_fusion(entries: list[dict[str, Any]], methods: list[MethodConfig]) -> list[FusionConfig]:
@@ -77,6 +102,9 @@ def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConf
         head, _, rest = key.partition(".")
         if not rest and head in run_fields:
             data[head] = parse_value(raw)
+        elif rest and head in ("classifier", "diffusion"):
+            spec = data.get(head)
+            data[head] = {**(spec if isinstance(spec, dict) else {}), rest: parse_value(raw)}
         elif rest and head in by_name:
             by_name[head] = _override_method(by_name[head], rest, raw)
         else:

@@ -34,6 +34,12 @@ def folder_hash(folder: Path, patterns: tuple[str, ...] = ("*.safetensors", "*.j
     return sha256_files(files)
 
 
+def path_hash(path: Path) -> str:
+    """:func:`folder_hash` of a folder, :func:`sha256_files` of a single file."""
+    path = Path(path)
+    return folder_hash(path) if path.is_dir() else sha256_files([path])
+
+
 def versions() -> dict[str, str]:
     import diffguard
 

@@ -33,7 +33,7 @@ class MethodConfig:
         preset: DiffGuard preset name (kind "diffguard").
         overrides: DiffGuard dotted overrides, e.g. ``("guidance.scale=5", "label_mode=oracle")``.
         baseline: baseline registry name (kind "baseline"; default: ``name``).
-        params: baseline constructor parameters.
+        params: baseline constructor parameters, or the DiffGuard preset's arguments (e.g. ``dists_weights``).
         display: name in tables (default: ``name``).
         batch_size: images per batch for this method (default: the run's).
     """
@@ -117,7 +117,7 @@ def build_method(cfg: MethodConfig, classifier: Any, backend_factory: Any, membe
         from diffguard.detectors.diffguard import DiffGuard
         from diffguard.presets import PRESETS, apply_overrides
 
-        kwargs = apply_overrides(PRESETS.get(cfg.preset)(), list(cfg.overrides))
+        kwargs = apply_overrides(PRESETS.get(cfg.preset)(**cfg.params), list(cfg.overrides))
         return DiffGuardMethod(DiffGuard(classifier, backend_factory(), **kwargs))
     from diffguard.detectors.base import create_baseline
 

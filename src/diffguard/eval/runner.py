@@ -8,6 +8,7 @@ fixed-seed subset. Evaluation and outputs live in :mod:`diffguard.eval.evaluate`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -52,7 +53,9 @@ class RunConfig:
         val_limit: at most this many ID-validation samples (thresholds and fusion calibration).
         train_limit: at most this many ID-training samples for fitting KNN / ViM / MDS (None = all, OpenOOD's way).
         batch_size: images per batch (methods may override).
-        classifier, diffusion: model folders (None = the shipped fmnist6 models).
+        classifier, diffusion: model folders or specs (None = the shipped fmnist6 models; see
+            :mod:`diffguard.eval.models`).
+        image_size: the benchmark images' side in pixels (None = the benchmark's; e.g. 224 for the GDM setting).
         ensemble: folders of all Deep-Ensemble members (None = the classifier plus the shipped
             ``fmnist6-classifier-s*`` folders).
         data_root: data folder (fmnist6: the Fashion-MNIST IDX files; others: OpenOOD's layout).
@@ -70,17 +73,19 @@ class RunConfig:
     train_limit: int | None = None
     limit_seed: int = 0
     batch_size: int = 64
-    classifier: str | None = None
-    diffusion: str | None = None
+    classifier: str | dict[str, Any] | None = None
+    diffusion: str | dict[str, Any] | None = None
     ensemble: list[str] | None = None
     data_root: str | None = None
+    image_size: int | None = None
     gallery: int = 6
     ablation: str | None = None
 
     def plan_key(self) -> dict[str, Any]:
         """The settings that define the work units; a results file is only resumed under the same ones."""
         return {k: getattr(self, k) for k in ("benchmark", "sets", "limit", "val_limit", "train_limit", "limit_seed",
-                                              "batch_size", "classifier", "diffusion")}
+                                              "batch_size", "classifier", "diffusion",
+                                              "image_size")}
 
     def method(self, name: str) -> MethodConfig:
         for m in self.methods:
@@ -118,6 +123,8 @@ class Runner:
                  progress: bool = True, spec: BenchmarkSpec | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.spec = spec or get_benchmark(cfg.benchmark)
+        if cfg.image_size is not None:
+            self.spec = dataclasses.replace(self.spec, image_size=cfg.image_size)
         names = [m.name for m in cfg.methods]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -143,16 +150,16 @@ class Runner:
     @property
     def classifier(self) -> Any:
         if self._classifier is None:
-            from diffguard.classify.base import fmnist6_classifier
+            from diffguard.eval.models import build_classifier
 
-            self._classifier = fmnist6_classifier(self.cfg.classifier)
+            self._classifier = build_classifier(self.cfg.classifier)
         return self._classifier
 
     def backend(self) -> Any:
         if self._backend is None:
-            from diffguard.backends.pixel import PixelBackend
+            from diffguard.eval.models import build_backend
 
-            self._backend = PixelBackend.from_folder(self.cfg.diffusion)
+            self._backend = build_backend(self.cfg.diffusion)
         return self._backend
 
     def member_folders(self) -> list[str]:
