@@ -105,14 +105,13 @@ class DiffNB(Baseline):
         noise = self._noise(x, ids)
         t = torch.tensor(self.noise_levels, dtype=torch.long)
         a = self.backend.alphas_cumprod.double().cpu()[t].to(x).view(-1, 1, 1, 1, 1)  # (L, 1, 1, 1, 1)
-        start = (t // self.stride + 1).repeat_interleave(x.shape[0]).to(x.device)  # level index of each row
-        eps_fn = cfg_eps(self.backend.eps, labels.repeat(len(t)), self.backend.null_label, 1 + self.guidance_beta)
-        out = []
-        for k in range(self.repeats):
-            xt = a.sqrt() * x[None] + (1 - a).sqrt() * noise[k][None]  # (L, B, C, H, W)
-            rec = ddim_sample(eps_fn, xt.flatten(0, 1), self.grid, start, end=0)
-            out.append(rec.clamp(-1, 1).view_as(xt))
-        return torch.stack(out, dim=1)
+        rows = self.repeats * x.shape[0]  # all draws of all samples denoised in one batch, level-major
+        start = (t // self.stride + 1).repeat_interleave(rows).to(x.device)  # level index of each row
+        eps_fn = cfg_eps(self.backend.eps, labels.repeat(len(t) * self.repeats), self.backend.null_label,
+                         1 + self.guidance_beta)
+        xt = a[:, None].sqrt() * x[None, None] + (1 - a[:, None]).sqrt() * noise[None]  # (L, R, B, C, H, W)
+        rec = ddim_sample(eps_fn, xt.flatten(0, 2), self.grid, start, end=0)
+        return rec.clamp(-1, 1).view_as(xt)
 
     @torch.no_grad()
     def global_scores(self, x: Tensor, ids: Tensor) -> Tensor:
