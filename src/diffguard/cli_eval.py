@@ -13,7 +13,6 @@ from diffguard.eval.datasets import DataError
 from diffguard.eval.store import StoreError
 
 USER_ERRORS: tuple[type[Exception], ...] = (DataError, StoreError, ValueError, KeyError, FileNotFoundError)
-SUMMARY_COLUMNS = ["method", "set", "AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)"]
 
 
 def add_eval_commands(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +81,9 @@ def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
 
         print(markdown_table(ablation_rows(runner, ev)))
     else:
-        print(markdown_table([r for r in ev.rows if r["set"] in ("near", "far", "all")], SUMMARY_COLUMNS))
+        from diffguard.eval.evaluate import summary_rows
+
+        print(markdown_table(summary_rows(runner, ev)))
     for name, why in runner.skipped.items():
         print(f"not run: {name}: {why}")
     if ev.incomplete:

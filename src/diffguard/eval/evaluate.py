@@ -157,7 +157,43 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
     for m in dg:
         galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
     return write_report(out, title=f"diffguard benchmark: {runner.cfg.benchmark}", metrics=ev.rows, table=ev.table,
-                        methods=ev.complete, galleries=galleries, meta=meta)
+                        methods=ev.complete, galleries=galleries, meta=report_meta(meta))
+
+
+def report_meta(manifest: dict[str, Any]) -> dict[str, str]:
+    """The manifest in a few readable lines for the report header (manifest.json keeps everything)."""
+    v = manifest.get("versions", {})
+    models = manifest.get("config", {}).get("models", {})
+    out = {"command": manifest.get("command", ""), "machine": manifest.get("machine", ""),
+           "versions": ", ".join(f"{k} {v[k]}" for k in ("diffguard", "torch", "diffusers", "piq") if k in v),
+           "model hashes (sha256)": "; ".join(f"{k} {', '.join(h[:12] for h in hs)}" for k, hs in models.items()),
+           "data hash (sha256)": str(manifest.get("data") or "")[:12],
+           "compute seconds per method": ", ".join(f"{k} {v_}" for k, v_ in manifest.get("compute_seconds",
+                                                                                      {}).items())}
+    if manifest.get("wall_seconds_this_invocation") is not None:
+        out["wall seconds (this invocation)"] = str(manifest["wall_seconds_this_invocation"])
+    for key in ("incomplete", "skipped"):
+        if manifest.get(key):
+            out[key] = "; ".join(f"{k}: {v_}" for k, v_ in manifest[key].items())
+    return out
+
+
+def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
+    """One row per method (fusions included): AUROC per group and both FPR@95 over all OOD sets."""
+    rows, seen = [], []
+    for r in ev.rows:
+        if r["key"] not in seen:
+            seen.append(r["key"])
+    for key in seen:
+        got = {r["set"]: r for r in ev.rows if r["key"] == key}
+        row: dict[str, Any] = {"method": got["all"]["method"]}
+        for g in ("near", "far", "all"):
+            if g in got:
+                row[f"AUROC {g}"] = got[g]["AUROC"]
+        for c in ABLATION_COLUMNS[1:]:
+            row[f"{c} all"] = got["all"][c]
+        rows.append(row)
+    return rows
 
 
 ABLATION_COLUMNS = ("AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)")

@@ -66,7 +66,7 @@ class MethodConfig:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "preset": self.preset, "overrides": list(self.overrides),
                 "baseline": self.baseline or (self.name if self.kind == "baseline" else ""),
-                "params": dict(self.params), "batch_size": self.batch_size}
+                "params": dict(self.params), "batch_size": self.batch_size, "display": self.display}
 
     @property
     def title(self) -> str:

@@ -208,7 +208,7 @@ class Runner:
 
     def identity(self, m: MethodConfig) -> dict[str, Any]:
         """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
-        ident = m.as_dict()
+        ident = {k: v for k, v in m.as_dict().items() if k != "display"}
         if (m.baseline or m.name) == "ensemble" and "members" not in m.params:
             from diffguard.eval.manifest import folder_hash
 
