@@ -85,3 +85,20 @@ def write_cards(record: dict[str, Any], classifier_dir: Path, diffusion_dir: Pat
         path.write_text(make(folder, record))
         out.append(path)
     return out
+
+
+def member_card(folder: Path, accuracy: float, machine: str) -> str:
+    """Card of a Deep-Ensemble member: the shipped classifier's command with another seed, and its test accuracy."""
+    cfg = json.loads((folder / "config.json").read_text())
+    head = [
+        f"# fmnist6 Deep-Ensemble member (seed {cfg['train']['config']['seed']})",
+        "",
+        "The fmnist6 classifier architecture and training command with another seed; with the shipped classifier it "
+        "forms the Deep Ensemble baseline (MSP of the mean logits). Same input, output, features and CAM layer as "
+        "`fmnist6-classifier`. Files: `config.json`, `model.safetensors`.",
+        "",
+    ]
+    quality = ["## Measured quality", "", "Reproduce with `diffguard models members`.", "",
+               "| figure | measured |", "|---|---|",
+               f"| classifier accuracy, fmnist6 test (6000 images) | {accuracy:.2%} |", "", f"machine: {machine}", ""]
+    return "\n".join(head + _train_section(cfg["train"]) + quality)

@@ -78,11 +78,34 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--write-cards", action="store_true",
                    help="also write MODEL_CARD.md into both model folders from their training record and these figures")
+    m = models.add_parser("members", help="measure the Deep-Ensemble members (fmnist6-classifier-sN), write cards")
+    _add_common(m)
+
+
+def _run_members(args: argparse.Namespace) -> int:
+    """Test accuracy of every shipped Deep-Ensemble member (``fmnist6-classifier-sN``); writes their cards."""
+    import torch
+
+    from diffguard.cards import member_card
+    from diffguard.data.fmnist6 import load_fmnist6
+    from diffguard.detectors.ensemble import ensemble_folders
+    from diffguard.models import load_classifier
+    from diffguard.quality import classifier_accuracy
+    from diffguard.sysinfo import machine
+
+    test = load_fmnist6(("test",), args.data_root)["test"]
+    for folder in ensemble_folders()[1:]:
+        acc = classifier_accuracy(load_classifier(folder), test.images, test.labels, 500, torch.device("cpu"))
+        (folder / "MODEL_CARD.md").write_text(member_card(folder, acc, machine()))
+        print(f"{folder.name}: test accuracy {acc:.2%} (card written)")
+    return 0
 
 
 def _run_models(args: argparse.Namespace) -> int:
     from diffguard.quality import QualityCheck, run_quality_check
 
+    if args.what == "members":
+        return _run_members(args)
     check = QualityCheck(n_recon=args.n_recon, n_per_class=args.n_per_class, steps=args.steps,
                          cfg_scale=args.cfg_scale, seed=args.seed, batch_size=args.batch_size)
     record = run_quality_check(check, args.out, args.classifier, args.diffusion, args.data_root, args.device)
