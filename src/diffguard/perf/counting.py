@@ -98,6 +98,21 @@ class NetworkCounter:
             per[f"{c.name} {c.kind}"] += cost[key]
         return sum(per.values()), dict(per)
 
+    def flops_per_image(self) -> dict[str, float]:
+        """FLOPs of one image through each "network kind" (fwd, fwd+graph, fwd+bwd), counted with
+        ``torch.utils.flop_counter.FlopCounterMode`` on a replay of the smallest recorded batch of that network."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        out: dict[str, float] = {}
+        for key in sorted({(c.name, c.kind) for c in self.calls}):
+            name, kind = key
+            batch = min(c.batch for c in self.calls if (c.name, c.kind) == key)
+            args, kwargs = self._inputs[(name, batch)]
+            with FlopCounterMode(display=False) as fc:
+                _replay(self.modules[name], args, kwargs, kind)
+            out[f"{name} {kind}"] = fc.get_total_flops() / batch
+        return out
+
     def time_call(self, name: str, kind: str, batch: int, repeats: int = 3) -> float:
         """Median seconds of one bare call of ``name`` on the kept inputs of that batch size."""
         args, kwargs = self._inputs[(name, batch)]
@@ -119,8 +134,9 @@ def _replay(module: nn.Module, args: tuple, kwargs: dict, kind: str) -> None:
     with torch.enable_grad():
         leaf = args[0].detach().requires_grad_(True)
         out = _first_tensor(module(leaf, *args[1:], **kwargs))
-        if kind == "fwd+bwd":
-            (out,) = torch.autograd.grad(out.float().sum(), leaf)
+        if kind == "fwd+bwd":  # backward w.r.t. the input only (backward(inputs=...) also works under
+            out.float().sum().backward(inputs=[leaf])  # FlopCounterMode, autograd.grad does not)
+            out = leaf.grad
     _sync(out)
 
 
