@@ -25,6 +25,7 @@ from diffguard.guidance.classifier import clean_grad_guidance
 from diffguard.guidance.cutout import Cutouts
 from diffguard.guidance.masked_cfg import masked_cfg_eps
 from diffguard.classify.gradcam import cam_mask, grad_cam
+from diffguard.perf.accel import DeviceCopies
 
 
 def null_eps(backend: object) -> EpsFn:
@@ -39,9 +40,11 @@ def null_eps(backend: object) -> EpsFn:
 def clipped_eps(eps_fn: EpsFn, alphas_cumprod: Tensor, from_t: int = 1) -> EpsFn:
     """Re-derive eps from x0_hat clamped to [-1, 1] at timesteps t >= from_t (guided-diffusion's clip_denoised)."""
 
+    schedule = DeviceCopies(alphas_cumprod)
+
     def wrapped(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
         e = eps_fn(x, t, rows)
-        a = alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        a = schedule(x.device)[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
         x0 = ((x - (1 - a).sqrt() * e) / a.sqrt()).clamp(-1, 1)
         e_clip = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return torch.where((t >= from_t).view_as(a), e_clip, e)

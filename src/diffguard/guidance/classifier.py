@@ -33,6 +33,7 @@ from torch import Tensor
 
 from diffguard.diffusion.ddim import EpsFn
 from diffguard.diffusion.rows import RowsMemo
+from diffguard.perf.accel import DeviceCopies
 from diffguard.guidance.cutout import Cutouts, Generators
 
 GradientMode = Literal["mixed", "exact"]
@@ -80,11 +81,11 @@ def clean_grad_guidance(eps_fn: EpsFn, classifier: LogitsClassifier, labels: Ten
     cut = cutouts if cutouts is not None else Cutouts(0)
     exact = gradient == "exact" and use_x0_hat
     plan = RowsMemo(lambda rows: _RowPlan(rows, labels, scale != 0))  # host decisions once per active set
-    schedule = _DeviceCache(alphas_cumprod)
+    schedule = DeviceCopies(alphas_cumprod)
 
     def guided_eps(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
         y = labels.to(x.device)[rows]
-        sa, s1 = _coefficients(schedule(x.device), t, x)
+        sa, s1 = _coefficients(schedule(x.device, torch.float64), t, x)
         rp = plan(rows)
         guide_h, sel = rp.guide, rp.selection()
         if window is not None:  # the window depends on t: read it back (one host sync per step)
@@ -124,18 +125,6 @@ class _RowPlan:
         if self._sel is None:
             self._sel = self.guide.nonzero().squeeze(1).to(self.device)
         return self._sel
-
-
-class _DeviceCache:
-    """A CPU tensor copied to each device once (the loops then index it without host-device copies)."""
-
-    def __init__(self, value: Tensor):
-        self.value, self._copies = value, {}
-
-    def __call__(self, device: torch.device) -> Tensor:
-        if device not in self._copies:
-            self._copies[device] = self.value.to(device=device, dtype=torch.float64)
-        return self._copies[device]
 
 
 def clip_eps(x: Tensor, eps: Tensor, sqrt_a: Tensor, sqrt_1ma: Tensor) -> Tensor:

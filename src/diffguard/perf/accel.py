@@ -53,3 +53,18 @@ class NetworkRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(x.device.type, self.autocast):
             return self._call(x, *args, **kwargs)
+
+
+class DeviceCopies:
+    """A (CPU) tensor copied once per device and dtype, so per-step code indexes it without host-device copies
+    (a blocking copy synchronises the GPU)."""
+
+    def __init__(self, value: Tensor):
+        self.value = value
+        self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def __call__(self, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+        key = (device, dtype or self.value.dtype)
+        if key not in self._copies:
+            self._copies[key] = self.value.to(device=device, dtype=key[1])
+        return self._copies[key]
