@@ -36,6 +36,8 @@ from diffguard.detectors.specs import ClassifierGuidance, LatentClassifier, null
 from diffguard.diffusion.ddim import StopRule, ddim_step
 from diffguard.guidance.classifier import class_log_prob, clip_eps
 from diffguard.guidance.cutout import Cutouts
+from diffguard.perf.counting import NetworkCounter
+from diffguard.perf.throughput import network_modules
 
 
 def authors_scores(det: DiffGuard, x: Tensor, ids: Tensor, stop: StopRule | None = None) -> dict[str, Tensor]:
@@ -139,13 +141,17 @@ def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
     t_prod = t_auth = 0.0
     prod: dict[str, list[Tensor]] = {n: [] for n in det.distances}
     auth: dict[str, list[Tensor]] = {n: [] for n in det.distances}
+    counters = {k: NetworkCounter(network_modules(det), keep_inputs=False) for k in ("production", "authors")}
     for i in range(0, x.shape[0], batch_size):
         xb, ids = x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0]))
-        t0 = time.perf_counter()
-        res = det.analyze(xb, ids=ids)
-        t1 = time.perf_counter()
-        a = authors_scores(det, xb, ids)
-        t_auth += time.perf_counter() - t1
+        with counters["production"]:
+            t0 = time.perf_counter()
+            res = det.analyze(xb, ids=ids)
+            t1 = time.perf_counter()
+        with counters["authors"]:
+            t2 = time.perf_counter()
+            a = authors_scores(det, xb, ids)
+            t_auth += time.perf_counter() - t2
         t_prod += t1 - t0
         for n in det.distances:
             prod[n].append(res.distances[n])
@@ -154,7 +160,9 @@ def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
     n = x.shape[0]
     return {"images": n, "production_s": t_prod, "authors_s": t_auth, "production_img_s": n / t_prod,
             "authors_img_s": n / t_auth, "speedup": t_auth / t_prod, "score": det.score,
-            "max_abs_diff_score": diffs[det.score], "max_abs_diff": diffs}
+            "max_abs_diff_score": diffs[det.score], "max_abs_diff": diffs,
+            "evals_per_image": {k: {name: v / n for name, v in sorted(c.images().items())}
+                                for k, c in counters.items()}}
 
 
 def batch_sensitivity(det: DiffGuard, x: Tensor, batch_size: int) -> float:
@@ -191,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     clf, backend = fmnist6_classifier(), PixelBackend.from_folder()
-    clf.to(dtype), backend.unet.to(dtype)
+    if dtype != torch.float32:
+        clf.to(dtype), backend.unet.to(dtype)
     det = create_detector(args.preset, clf, backend)
     x = fmnist6_images(args.n, args.data_root).to(dtype)
     row = {"preset": args.preset, "dtype": args.dtype, **side_by_side(det, x, args.batch_size)}
@@ -208,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_sensitivity:
         print(f"\nproduction batch {args.batch_size} vs batch 1, max abs score difference: "
               f"{row['production_batch1_max_abs_diff_score']:.2e}")
-    print(f"\nmax abs difference per distance: {row['max_abs_diff']}\nmachine: {record['machine']}")
+    print(f"\nnetwork evaluations per image: {row['evals_per_image']}")
+    print(f"max abs difference per distance: {row['max_abs_diff']}\nmachine: {record['machine']}")
     return 0
 
 

@@ -43,6 +43,7 @@ class NetworkCounter:
     calls: list[Call] = field(default_factory=list)
     _inputs: dict[tuple[str, int], tuple[tuple, dict]] = field(default_factory=dict)
     _handles: list[Any] = field(default_factory=list)
+    _paused: bool = False
 
     def __enter__(self) -> "NetworkCounter":
         for name, module in self.modules.items():
@@ -56,6 +57,8 @@ class NetworkCounter:
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if self._paused:
+                return
             first = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
             call = Call(name, int(first.shape[0]) if first is not None else 1)
             out = _first_tensor(output)
@@ -83,19 +86,24 @@ class NetworkCounter:
             out[f"{c.name} {c.kind}"] += c.batch
         return dict(out)
 
-    def floor_seconds(self, repeats: int = 3) -> tuple[float, dict[str, float]]:
-        """Sum over recorded calls of the bare time of one call of the same network, kind and batch size.
+    def floor_seconds(self, repeats: int = 3, calls: list[Call] | None = None) -> tuple[float, dict[str, float]]:
+        """Sum over recorded calls (or the given subset) of the bare time of one call of the same network, kind and
+        batch size.
 
-        Each distinct (name, kind, batch) is replayed ``repeats`` times after one warm-up and the median is used.
-        Returns (total seconds, seconds per "name kind").
+        Each distinct (name, kind, batch) is replayed ``repeats`` times after one warm-up and the median is used
+        (recording is paused meanwhile). Returns (total seconds, seconds per "name kind").
         """
         cost: dict[tuple[str, str, int], float] = {}
         per: Counter[str] = Counter()
-        for c in self.calls:
-            key = (c.name, c.kind, c.batch)
-            if key not in cost:
-                cost[key] = self.time_call(c.name, c.kind, c.batch, repeats)
-            per[f"{c.name} {c.kind}"] += cost[key]
+        self._paused, paused = True, self._paused
+        try:
+            for c in self.calls if calls is None else calls:
+                key = (c.name, c.kind, c.batch)
+                if key not in cost:
+                    cost[key] = self.time_call(c.name, c.kind, c.batch, repeats)
+                per[f"{c.name} {c.kind}"] += cost[key]
+        finally:
+            self._paused = paused
         return sum(per.values()), dict(per)
 
     def flops_per_image(self) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping
 
@@ -41,7 +42,8 @@ class Throughput:
 
 def measure(run: Callable[[Tensor, Tensor], object], x: Tensor, batch_size: int, modules: Mapping[str, nn.Module],
             repeats: int = 3) -> tuple[Throughput, list[object]]:
-    """Run ``run(x_batch, ids_batch)`` over x in batches, count network calls, then time the floor.
+    """Run ``run(x_batch, ids_batch)`` over x in batches, count network calls, and time the floor of each batch
+    right after it (so a changing machine load hits both alike).
 
     Args:
         run: scores one batch (e.g. ``lambda xb, ids: det.analyze(xb, ids=ids)``).
@@ -53,19 +55,22 @@ def measure(run: Callable[[Tensor, Tensor], object], x: Tensor, batch_size: int,
     Returns:
         (the measurement, the outputs of ``run`` per batch).
     """
-    outputs = []
+    outputs, seconds, floor, per = [], 0.0, 0.0, Counter()
     with NetworkCounter(modules) as counter:
-        _sync(x)
-        t0 = time.perf_counter()
         for i in range(0, x.shape[0], batch_size):
-            out = run(x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0])))
-            outputs.append(out)
-        _sync(x)
-        seconds = time.perf_counter() - t0
-    floor, per = counter.floor_seconds(repeats)
+            first = len(counter.calls)
+            _sync(x)
+            t0 = time.perf_counter()
+            outputs.append(run(x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0]))))
+            _sync(x)
+            seconds += time.perf_counter() - t0
+            # the floor of this batch, timed right after it so that both see the same machine load
+            f, p = counter.floor_seconds(repeats, counter.calls[first:])
+            floor += f
+            per.update(p)
     n = x.shape[0]
     evals = {k: v / n for k, v in sorted(counter.images().items())}
-    return Throughput(n, seconds, n / seconds, evals, floor, per, seconds / floor), outputs
+    return Throughput(n, seconds, n / seconds, evals, floor, dict(per), seconds / floor), outputs
 
 
 def _sync(x: Tensor) -> None:
