@@ -12,7 +12,7 @@ from diffguard.distances.perceptual import DISTSDistance, write_dists_weights
 from diffguard.distances.vgg import vgg16_feature_shapes
 from diffguard.guidance.cfg import cfg_eps
 from diffguard.guidance.masked_cfg import masked_cfg_eps
-from diffguard.presets import CachedReferenceSimilarity
+from diffguard.diffusion.early_stop import CachedReferenceSimilarity
 
 NULL = 5
 
@@ -87,3 +87,19 @@ def test_cached_reference_similarity_matches_recomputation(dists):
     x = other + 0.1
     assert torch.allclose(sim(x, other, torch.arange(4)), 1 - dists(x, other), atol=1e-10)
     assert sim._stats is not cached
+
+
+def test_sampling_passes_one_rows_object_per_active_set():
+    from diffguard.diffusion.ddim import ddim_sample
+    from diffguard.diffusion.respace import even_levels
+
+    acp = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    seen = []
+
+    def eps(x, t, rows):
+        seen.append(rows)
+        return torch.zeros_like(x)
+
+    ddim_sample(eps, torch.randn(3, 1, 2, 2), even_levels(acp, 6), start=torch.tensor([5, 3, 5]))
+    assert [r.tolist() for r in seen] == [[0, 2], [0, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2]]
+    assert seen[0] is seen[1] and seen[2] is seen[3] is seen[4]  # guidance memoises host decisions per object

@@ -24,7 +24,8 @@ import torch
 
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
-from diffguard.diffusion.early_stop import AUTHORS_PSNR_PEAK, any_of, psnr_below, similarity_below
+from diffguard.diffusion.early_stop import (AUTHORS_PSNR_PEAK, CachedReferenceSimilarity, any_of, psnr_below,
+                                            similarity_below)
 from diffguard.registry import Registry
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
@@ -36,42 +37,6 @@ def _dists_similarity(weights: str | os.PathLike[str]) -> Callable:
     from diffguard.distances.perceptual import DISTSDistance
 
     return CachedReferenceSimilarity(DISTSDistance(weights=weights, clamp=False))
-
-
-class CachedReferenceSimilarity:
-    """similarity(x, ref, rows) = 1 - DISTS(ref, x), with the reference statistics cached by batch row.
-
-    An early-stop rule compares the noisy latents of the still-active samples with the same reference images at
-    every inversion step; the authors recompute the references' VGG features each time. Here they are computed on
-    the first call and reused while the references of the requested rows are unchanged (checked by equality, so
-    a new batch with the same row numbers refreshes the cache). Memory: the references' VGG feature maps.
-    """
-
-    def __init__(self, dists: object):
-        self.dists = dists
-        self._ref: torch.Tensor | None = None
-        self._pos = torch.zeros(0, dtype=torch.long)
-        self._stats: list = []
-
-    def __call__(self, x: torch.Tensor, ref: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        pos = self._positions(ref, rows)
-        if pos is None:  # new references: compute and keep their statistics
-            self._ref, self._stats = ref, self.dists.reference_stats(ref)
-            self._pos = torch.full((int(rows.max()) + 1,), -1, dtype=torch.long, device=rows.device)
-            self._pos[rows] = torch.arange(rows.shape[0], device=rows.device)
-            pos = torch.arange(rows.shape[0], device=rows.device)
-        stats = [(m[pos], v[pos], d[pos]) for m, v, d in self._stats]
-        return 1.0 - self.dists.to_reference(x, stats)
-
-    def _positions(self, ref: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
-        """Positions of ``rows`` in the cache when all are cached with these very references, else None."""
-        if self._ref is None or self._ref.shape[1:] != ref.shape[1:] or self._pos.device != rows.device:
-            return None
-        inside = rows < self._pos.shape[0]
-        pos = self._pos[rows.clamp_max(self._pos.shape[0] - 1)]
-        if not bool((inside & (pos >= 0)).all()):
-            return None
-        return pos if torch.equal(self._ref[pos], ref) else None
 
 
 @PRESETS.register("gdm")
