@@ -24,22 +24,19 @@ import torch
 
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
-from diffguard.diffusion.early_stop import AUTHORS_PSNR_PEAK, any_of, psnr_below, similarity_below
+from diffguard.diffusion.early_stop import (AUTHORS_PSNR_PEAK, CachedReferenceSimilarity, any_of, psnr_below,
+                                            similarity_below)
 from diffguard.registry import Registry
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
 
 
 def _dists_similarity(weights: str | os.PathLike[str]) -> Callable:
-    """1 - DISTS on raw (unclamped) [-1, 1] tensors mapped by (x + 1) / 2, as the authors' AES metric."""
+    """1 - DISTS on raw (unclamped) [-1, 1] tensors mapped by (x + 1) / 2, as the authors' AES metric; the VGG
+    statistics of the fixed references are computed once per inversion (:class:`CachedReferenceSimilarity`)."""
     from diffguard.distances.perceptual import DISTSDistance
 
-    dists = DISTSDistance(weights=weights, clamp=False)
-
-    def sim(x: torch.Tensor, ref: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return 1.0 - dists(x, ref)
-
-    return sim
+    return CachedReferenceSimilarity(DISTSDistance(weights=weights, clamp=False))
 
 
 @PRESETS.register("gdm")

@@ -11,6 +11,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
+from diffguard.perf.accel import NetworkRunner, Precision
+
 
 class Autoencoder(Protocol):
     """What the backend needs of a first stage: images (B, C, H, W) in [-1, 1] <-> latents (B, c, h, w)."""
@@ -85,10 +87,16 @@ class DiffusersAutoencoder:
 
 
 class UNetEps:
-    """A diffusers ``UNet2DModel`` as an :data:`EpsModel` (first ``channels`` outputs, for learned-sigma models)."""
+    """A diffusers ``UNet2DModel`` as an :data:`EpsModel` (first ``channels`` outputs, for learned-sigma models).
 
-    def __init__(self, unet: torch.nn.Module, channels: int):
+    autocast ("off", "bf16", "fp16"), channels_last and compile: GPU execution options, see
+    :class:`~diffguard.perf.accel.NetworkRunner` (off by default; the output is cast back to the input's dtype).
+    """
+
+    def __init__(self, unet: torch.nn.Module, channels: int, autocast: Precision = "off",
+                 channels_last: bool = False, compile: bool = False):
         self.unet, self.channels = unet, channels
+        self._run = NetworkRunner(unet, autocast, channels_last, compile)
 
     def __call__(self, z: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        return self.unet(z, t, class_labels=y).sample[:, : self.channels]
+        return self._run(z, t, class_labels=y).sample[:, : self.channels].to(z.dtype)

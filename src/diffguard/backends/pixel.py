@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffguard.perf.accel import NetworkRunner, Precision
+
 
 class PixelBackend:
     """Images in [-1, 1] are the diffusion space: ``encode`` and ``decode`` are the identity.
@@ -19,32 +21,40 @@ class PixelBackend:
         resolution: side of the square images the UNet was trained at (e.g. 256 for ADM); ``encode`` resizes
             other inputs to it (bilinear, align_corners=False, no antialias: the authors' pinned torchvision) and
             the detector resizes syntheses back to the input size. None (default) takes inputs as they are.
+        autocast: "off" (default, float32 results unchanged), "bf16" or "fp16": run the UNet in mixed precision
+            (its output is cast back to the input's dtype).
+        channels_last: run the UNet in channels_last memory format (converts its weights in place).
+        compile: wrap the UNet in ``torch.compile``.
     """
 
     differentiable_decode = True
     is_latent = False
 
     def __init__(self, unet: torch.nn.Module, alphas_cumprod: Tensor, null_label: int | None, channels: int,
-                 resolution: int | None = None):
+                 resolution: int | None = None, autocast: Precision = "off", channels_last: bool = False,
+                 compile: bool = False):
         self.unet = unet
+        self._run = NetworkRunner(unet, autocast, channels_last, compile)
         self.alphas_cumprod = alphas_cumprod.double()
         self.null_label = null_label
         self.channels = channels
         self.resolution = resolution
 
     @classmethod
-    def from_folder(cls, folder: str | None = None) -> "PixelBackend":
-        """Load a diffguard diffusion folder (default: the shipped fmnist6 model)."""
+    def from_folder(cls, folder: str | None = None, **options: object) -> "PixelBackend":
+        """Load a diffguard diffusion folder (default: the shipped fmnist6 model). options: autocast,
+        channels_last, compile (see the class)."""
         from diffguard.models import load_diffusion
 
         m = load_diffusion(folder)
-        return cls(m.unet, m.alphas_cumprod, m.null_label, m.channels)
+        return cls(m.unet, m.alphas_cumprod, m.null_label, m.channels, **options)
 
     @classmethod
-    def from_diffusers(cls, folder: str, null_label: int | None = None) -> "PixelBackend":
+    def from_diffusers(cls, folder: str, null_label: int | None = None, **options: object) -> "PixelBackend":
         """Load a plain diffusers folder with ``unet/`` and ``scheduler/`` (no download: HF_HUB_OFFLINE is set).
 
-        null_label: the null class of a class-conditional UNet (None for an unconditional model).
+        null_label: the null class of a class-conditional UNet (None for an unconditional model). options:
+        autocast, channels_last, compile (see the class).
         """
         import os
         from pathlib import Path
@@ -60,7 +70,7 @@ class PixelBackend:
         if null_label is not None and not (0 <= null_label < (unet.config.num_class_embeds or 0)):
             raise ValueError(f"null_label {null_label} is outside the UNet's {unet.config.num_class_embeds} classes")
         acp = DDPMScheduler.from_pretrained(root / "scheduler").alphas_cumprod
-        return cls(unet, acp, null_label, unet.config.in_channels)
+        return cls(unet, acp, null_label, unet.config.in_channels, **options)
 
     def encode(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) in [-1, 1] -> the same tensor (pixel space), resized to ``resolution`` when set."""
@@ -79,5 +89,5 @@ class PixelBackend:
             raise ValueError("this diffusion model is unconditional: pass y=None")
         if y is None and self.null_label is not None:
             y = torch.full((z.shape[0],), self.null_label, dtype=torch.long, device=z.device)
-        out = self.unet(z, t, class_labels=y).sample
-        return out[:, : self.channels]
+        out = self._run(z, t, class_labels=y).sample
+        return out[:, : self.channels].to(z.dtype)

@@ -153,7 +153,7 @@ class DiffGuard:
         start = (stop + self.inversion.start_offset).clamp_max(len(self.levels) - 1)
         both = with_unguided or self.reference == "unguided"
         ids = torch.arange(x.shape[0]) if ids is None else ids
-        out = self._synthesise(x, z, y, start, ids, both)
+        out = self._synthesise(x, z, y, start, ids, both, logits.argmax(1))
         if out.shape[-2:] != x.shape[-2:]:  # a backend working at another resolution (PixelBackend.resolution)
             out = F.interpolate(out, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False, antialias=False)
         synth, unguided = out[: x.shape[0]], out[x.shape[0]:] if both else None
@@ -170,11 +170,13 @@ class DiffGuard:
             return ddim_invert(eps, z0, self.levels, self.inversion.first, self.inversion.cap,
                                self.inversion.variant, self.inversion.stop)
 
-    def _synthesise(self, x: Tensor, z: Tensor, y: Tensor, start: Tensor, ids: Tensor, both: bool) -> Tensor:
+    def _synthesise(self, x: Tensor, z: Tensor, y: Tensor, start: Tensor, ids: Tensor, both: bool,
+                    predicted: Tensor) -> Tensor:
         """Guided (and, with ``both``, unguided) DDIM sampling in one batch; returns decoded images."""
         if both:
-            x, z, start, ids = (torch.cat([v, v]) for v in (x, z, start, ids))
+            x, z, start, ids, predicted = (torch.cat([v, v]) for v in (x, z, start, ids, predicted))
             y = torch.cat([y, torch.full_like(y, UNGUIDED)])
-        eps = self.guidance.build(self.backend, self.classifier, x, y, self.generators(ids), tuple(z.shape[-2:]))
+        eps = self.guidance.build(self.backend, self.classifier, x, y, self.generators(ids), tuple(z.shape[-2:]),
+                                  predicted=predicted)
         with torch.no_grad():  # guidance enables autograd itself where it needs a gradient
             return self.backend.decode(ddim_sample(eps, z, self.levels, start))

@@ -6,8 +6,9 @@
 * :class:`CFGGuidance` -- classifier-free guidance (Eq. 5), restricted to the Grad-CAM mask (Distinct Semantic
   Guidance) when ``cam_cut`` is set.
 
-Each guidance spec has ``build(backend, classifier, x, labels, generators) -> EpsFn``; label -1 marks an unguided
-row (the unguided reference reconstruction runs in the same batch).
+Each guidance spec has ``build(backend, classifier, x, labels, generators, z_size, predicted) -> EpsFn``; label -1
+marks an unguided row (the unguided reference reconstruction runs in the same batch); ``predicted`` (optional) is the
+classifier's prediction on x, which the caller usually has already.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from diffguard.guidance.classifier import clean_grad_guidance
 from diffguard.guidance.cutout import Cutouts
 from diffguard.guidance.masked_cfg import masked_cfg_eps
 from diffguard.classify.gradcam import cam_mask, grad_cam
+from diffguard.perf.accel import DeviceCopies
 
 
 def null_eps(backend: object) -> EpsFn:
@@ -38,9 +40,11 @@ def null_eps(backend: object) -> EpsFn:
 def clipped_eps(eps_fn: EpsFn, alphas_cumprod: Tensor, from_t: int = 1) -> EpsFn:
     """Re-derive eps from x0_hat clamped to [-1, 1] at timesteps t >= from_t (guided-diffusion's clip_denoised)."""
 
+    schedule = DeviceCopies(alphas_cumprod)
+
     def wrapped(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
         e = eps_fn(x, t, rows)
-        a = alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        a = schedule(x.device)[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
         x0 = ((x - (1 - a).sqrt() * e) / a.sqrt()).clamp(-1, 1)
         e_clip = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return torch.where((t >= from_t).view_as(a), e_clip, e)
@@ -116,7 +120,8 @@ class ClassifierGuidance:
     clip_x0: bool = True
 
     def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
-              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None) -> EpsFn:
+              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None,
+              predicted: Tensor | None = None) -> EpsFn:
         latent = getattr(backend, "is_latent", False)
         clf = LatentClassifier(classifier, backend) if latent else classifier
         out = self.crop_out or getattr(classifier, "resolution", None)
@@ -151,27 +156,31 @@ class CFGGuidance:
             raise ValueError(f"cam_of must be 'guided' or 'predicted', got {self.cam_of!r}")
 
     def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
-              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None) -> EpsFn:
+              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None,
+              predicted: Tensor | None = None) -> EpsFn:
         null = backend.null_label
         if null is None:
             raise ValueError("classifier-free guidance needs a class-conditional diffusion model with a null class")
         y = torch.where(labels >= 0, labels, torch.full_like(labels, null))
         mask = None
         if self.cam_cut is not None:
-            mask = self.mask(backend, classifier, x, labels, z_size)
+            mask = self.mask(backend, classifier, x, labels, z_size, predicted)
         return masked_cfg_eps(backend.eps, y, null, self.scale, mask)
 
     def mask(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
-             z_size: tuple[int, ...] | None = None) -> Tensor:
+             z_size: tuple[int, ...] | None = None, predicted: Tensor | None = None) -> Tensor:
         """(B, 1, h, w) DSG mask at the diffusion resolution ``z_size`` (default: found by encoding one image);
-        zeros for unguided rows (label -1)."""
+        zeros for unguided rows (label -1). ``predicted``: (B,) the classifier's prediction on x, when known
+        (``cam_of="predicted"`` then needs no classifier forward of its own)."""
         guided = labels >= 0
         if z_size is None:
             z_size = tuple(backend.encode(x[:1]).shape[-2:]) if getattr(backend, "is_latent", False) else x.shape[-2:]
         mask = torch.zeros(x.shape[0], 1, *z_size, device=x.device)
         if bool(guided.any()):
             xg, yg = x[guided], labels[guided]
-            if self.cam_of == "predicted":
+            if self.cam_of == "predicted" and predicted is not None:
+                yg = predicted.to(labels.device)[guided]
+            elif self.cam_of == "predicted":
                 with torch.no_grad():
                     yg = classifier.logits(xg).argmax(1)
             cam = grad_cam(classifier, xg, yg)

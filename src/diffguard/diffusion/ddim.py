@@ -98,19 +98,26 @@ def ddim_invert(
     last = len(levels) - 1 if last is None else last
     if not 0 <= first < last < len(levels):
         raise ValueError(f"need 0 <= first < last < {len(levels)}, got first={first}, last={last}")
+    ts, alphas = _on_device(levels, x0)
     x = x0.clone()
     level = torch.full((x0.shape[0],), last, dtype=torch.long, device=x0.device)
     active = torch.arange(x0.shape[0], device=x0.device)
     shift = 1 if variant == "shifted" else 0
     for j in range(first, last):
-        xa = x[active]
-        t = levels.timesteps[j + shift].to(x0.device).expand(active.shape[0])
-        xa = ddim_step(xa, eps_fn(xa, t, active), levels.alphas[j], levels.alphas[j + 1])
-        x[active] = xa
+        full = active.shape[0] == x0.shape[0]  # nobody stopped yet: no gather / scatter
+        xa = x if full else x[active]
+        t = ts[j + shift].expand(active.shape[0])
+        xa = ddim_step(xa, eps_fn(xa, t, active), alphas[j], alphas[j + 1])
+        if full:
+            x = xa
+        else:
+            x[active] = xa
         if stop is not None and j + 1 < last:
-            hit = stop(xa, x0[active], active, j + 1)
-            level[active[hit]] = j + 1
-            active = active[~hit]
+            hit = stop(xa, x0 if full else x0[active], active, j + 1)
+            level[active] = torch.where(hit, j + 1, level[active])
+            keep = (~hit).nonzero().squeeze(1)  # the one host decision per step: who is still active
+            if keep.shape[0] < active.shape[0]:
+                active = active[keep]
             if active.numel() == 0:
                 break
     return x, level
@@ -137,12 +144,39 @@ def ddim_sample(
         (B, C, H, W) at level ``end``.
     """
     start_t = _as_levels(start, z.shape[0], z.device)
-    if int(start_t.min()) <= end or int(start_t.max()) >= len(levels):
-        raise ValueError(f"start levels must lie in ({end}, {len(levels) - 1}], got {start_t.tolist()[:8]}...")
+    start_h = start_t.cpu()  # one host copy before the loop; the active sets below are built from it
+    if int(start_h.min()) <= end or int(start_h.max()) >= len(levels):
+        raise ValueError(f"start levels must lie in ({end}, {len(levels) - 1}], got {start_h.tolist()[:8]}...")
+    ts, alphas = _on_device(levels, z)
+    top = int(start_h.max())
+    actives = _active_sets(start_h, range(top, end, -1), z.device)
     x = z.clone()
-    for j in range(int(start_t.max()), end, -1):
-        active = (start_t >= j).nonzero().squeeze(1)
-        xa = x[active]
-        t = levels.timesteps[j].to(z.device).expand(active.shape[0])
-        x[active] = ddim_step(xa, eps_fn(xa, t, active), levels.alphas[j], levels.alphas[j - 1])
+    for j in range(top, end, -1):
+        active = actives[j]
+        t = ts[j].expand(active.shape[0])
+        if active.shape[0] == z.shape[0]:  # everybody active: no gather / scatter
+            x = ddim_step(x, eps_fn(x, t, active), alphas[j], alphas[j - 1])
+        else:
+            xa = x[active]
+            x[active] = ddim_step(xa, eps_fn(xa, t, active), alphas[j], alphas[j - 1])
     return x
+
+
+def _on_device(levels: Levels, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(timesteps, alphas) on the device of ``like`` once per loop (alphas in its dtype), so steps copy nothing."""
+    return levels.timesteps.to(like.device), levels.alphas.to(like.dtype).to(like.device)
+
+
+def _active_sets(start: Tensor, level_range: range, device: torch.device) -> dict[int, Tensor]:
+    """Level -> (B',) int64 indices of the samples with start >= level, built on the host before the loop.
+
+    Consecutive levels with the same active set share one tensor object (eps functions may cache per object).
+    """
+    out: dict[int, Tensor] = {}
+    prev_count, prev = -1, None
+    for j in level_range:
+        idx = (start >= j).nonzero().squeeze(1)
+        if idx.shape[0] != prev_count:
+            prev_count, prev = idx.shape[0], idx.to(device)
+        out[j] = prev
+    return out

@@ -71,3 +71,43 @@ def any_of(*rules: StopRule) -> StopRule:
         return hit
 
     return rule
+
+
+class CachedReferenceSimilarity:
+    """A :data:`SimilarityFn` ``1 - distance(ref, x)`` with the references' statistics cached by batch row.
+
+    ``distance`` provides ``reference_stats(ref)`` (a list of tuples of (B, ...) tensors) and
+    ``to_reference(x, stats)``, as
+    :class:`~diffguard.distances.perceptual.DISTSDistance` does.
+
+    An early-stop rule compares the noisy latents of the still-active samples with the same reference images at
+    every inversion step; the authors recompute the references' VGG features each time. Here they are computed on
+    the first call and reused while the references of the requested rows are unchanged (checked by equality, so
+    a new batch with the same row numbers refreshes the cache). Memory: the references' VGG feature maps.
+    """
+
+    def __init__(self, distance: object):
+        self.dists = distance
+        self._ref: Tensor | None = None
+        self._pos = torch.zeros(0, dtype=torch.long)
+        self._stats: list = []
+
+    def __call__(self, x: Tensor, ref: Tensor, rows: Tensor) -> Tensor:
+        pos = self._positions(ref, rows)
+        if pos is None:  # new references: compute and keep their statistics
+            self._ref, self._stats = ref, self.dists.reference_stats(ref)
+            self._pos = torch.full((int(rows.max()) + 1,), -1, dtype=torch.long, device=rows.device)
+            self._pos[rows] = torch.arange(rows.shape[0], device=rows.device)
+            pos = torch.arange(rows.shape[0], device=rows.device)
+        stats = [tuple(t[pos] for t in stage) for stage in self._stats]
+        return 1.0 - self.dists.to_reference(x, stats)
+
+    def _positions(self, ref: Tensor, rows: Tensor) -> Tensor | None:
+        """Positions of ``rows`` in the cache when all are cached with these very references, else None."""
+        if self._ref is None or self._ref.shape[1:] != ref.shape[1:] or self._pos.device != rows.device:
+            return None
+        inside = rows < self._pos.shape[0]
+        pos = self._pos[rows.clamp_max(self._pos.shape[0] - 1)]
+        if not bool((inside & (pos >= 0)).all()):
+            return None
+        return pos if torch.equal(self._ref[pos], ref) else None

@@ -40,13 +40,15 @@ class _PerceptualDistance(Distance):
     clamp: bool = True
 
     def compute(self, x: Tensor, x_hat: Tensor) -> Tensor:
+        return self.net(self._unit(x), self._unit(x_hat))
+
+    def _unit(self, x: Tensor) -> Tensor:
+        """[-1, 1] -> [0, 1] (clamped unless ``clamp`` is False), 3 channels; moves the network to x's device/dtype."""
         p = next(self.net.parameters())
         if p.device != x.device or p.dtype != x.dtype:
             self.net.to(device=x.device, dtype=x.dtype)
-        u, u_hat = (to_unit(x), to_unit(x_hat)) if self.clamp else ((x + 1) / 2, (x_hat + 1) / 2)
-        if u.shape[1] == 1:
-            u, u_hat = u.expand(-1, 3, -1, -1), u_hat.expand(-1, 3, -1, -1)
-        return self.net(u, u_hat)
+        u = to_unit(x) if self.clamp else (x + 1) / 2
+        return u.expand(-1, 3, -1, -1) if u.shape[1] == 1 else u
 
 
 class _DISTSNet(nn.Module):
@@ -61,16 +63,28 @@ class _DISTSNet(nn.Module):
         self.c1, self.c2 = c1, c2
 
     def forward(self, u: Tensor, u_hat: Tensor) -> Tensor:
-        z = torch.cat([u, u_hat])
-        stages = [z, *self.trunk(imagenet_normalize(z))]
+        both = self.stats(torch.cat([u, u_hat]))
+        return self.compare([(m.chunk(2)[0], v.chunk(2)[0]) for m, v, _ in both],
+                            [(m.chunk(2)[1], v.chunk(2)[1]) for m, v, _ in both],
+                            [d.chunk(2) for _, _, d in both])
+
+    def stats(self, u: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per stage: spatial mean (B, C, 1, 1), variance (B, C, 1, 1) and the centred features (B, C, h, w)."""
+        out = []
+        for f in [u, *self.trunk(imagenet_normalize(u))]:
+            m = f.mean((2, 3), keepdim=True)
+            d = f - m
+            out.append((m, d.square().mean((2, 3), True), d))
+        return out
+
+    def compare(self, sx: list[tuple[Tensor, Tensor]], sy: list[tuple[Tensor, Tensor]],
+                centred: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """DISTS from per-stage (mean, variance) of both sides and the centred features (dx, dy) per stage."""
         alphas = self.alpha.split(DISTS_CHANNELS, dim=1)
         betas = self.beta.split(DISTS_CHANNELS, dim=1)
-        dist = u.new_zeros(u.shape[0])
-        for f, a, b in zip(stages, alphas, betas):
-            fx, fy = f.chunk(2)
-            mx, my = fx.mean((2, 3), keepdim=True), fy.mean((2, 3), keepdim=True)
-            dx, dy = fx - mx, fy - my
-            vx, vy, cov = dx.square().mean((2, 3), True), dy.square().mean((2, 3), True), (dx * dy).mean((2, 3), True)
+        dist = sx[0][0].new_zeros(sx[0][0].shape[0])
+        for (mx, vx), (my, vy), (dx, dy), a, b in zip(sx, sy, centred, alphas, betas):
+            cov = (dx * dy).mean((2, 3), True)
             texture = (2 * mx * my + self.c1) / (mx.square() + my.square() + self.c1)
             structure = (2 * cov + self.c2) / (vx + vy + self.c2)
             dist = dist + (a * (1 - texture) + b * (1 - structure)).sum((1, 2, 3))
@@ -121,6 +135,19 @@ class DISTSDistance(_PerceptualDistance):
     def similarity(self, x: Tensor, x_hat: Tensor) -> Tensor:
         """1 - DISTS (B,): 1 for identical images, the authors' ``dists`` score (higher = more similar)."""
         return 1 - self(x, x_hat)
+
+    def reference_stats(self, ref: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per-stage statistics of reference images (B, C, H, W) in [-1, 1], to compare many candidates with the
+        same references without recomputing their VGG features (see :meth:`to_reference`)."""
+        with torch.no_grad():
+            return self.net.stats(self._unit(ref))
+
+    def to_reference(self, x: Tensor, ref_stats: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+        """DISTS(ref, x) (B,) from :meth:`reference_stats` of the references (row b of the stats belongs to row b
+        of x); the same number as ``self(ref, x)`` up to float rounding. x: (B, C, H, W) in [-1, 1]."""
+        sx = self.net.stats(self._unit(x))
+        return self.net.compare([(m, v) for m, v, _ in ref_stats], [(m, v) for m, v, _ in sx],
+                                [(d_ref, d) for (_, _, d_ref), (_, _, d) in zip(ref_stats, sx)])
 
 
 class _LPIPSNet(nn.Module):

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffguard.diffusion.ddim import EpsFn
+from diffguard.diffusion.rows import RowsMemo
+from diffguard.perf.accel import DeviceCopies
 from diffguard.guidance.cutout import Cutouts, Generators
 
 GradientMode = Literal["mixed", "exact"]
@@ -78,26 +80,51 @@ def clean_grad_guidance(eps_fn: EpsFn, classifier: LogitsClassifier, labels: Ten
     labels = labels.long()
     cut = cutouts if cutouts is not None else Cutouts(0)
     exact = gradient == "exact" and use_x0_hat
+    plan = RowsMemo(lambda rows: _RowPlan(rows, labels, scale != 0))  # host decisions once per active set
+    schedule = DeviceCopies(alphas_cumprod)
 
     def guided_eps(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
         y = labels.to(x.device)[rows]
-        sa, s1 = _coefficients(alphas_cumprod, t, x)
-        guide = _guided_rows(y, t, window) if scale != 0 else torch.zeros_like(y, dtype=torch.bool)
-        if not bool(guide.any()):
+        sa, s1 = _coefficients(schedule(x.device, torch.float64), t, x)
+        rp = plan(rows)
+        guide_h, sel = rp.guide, rp.selection()
+        if window is not None:  # the window depends on t: read it back (one host sync per step)
+            t_h = t.cpu()
+            guide_h = guide_h & (t_h >= window[0]) & (t_h <= window[1])
+            sel = None if bool(guide_h.all()) else guide_h.nonzero().squeeze(1).to(x.device)
+        if not bool(guide_h.any()):
             with torch.no_grad():
                 e = eps_fn(x, t, rows)
             return clip_eps(x, e, sa, s1) if clip_x0 else e
-        gens = _select(generators, rows[guide])
+        gens = _select(generators, rp.rows[guide_h])
         if exact:
-            e, g = _exact_gradient(eps_fn, classifier, x, t, rows, y, guide, sa, s1, cut, gens)
+            e, g = _exact_gradient(eps_fn, classifier, x, t, rows, y, sel, sa, s1, cut, gens)
         else:
             with torch.no_grad():
                 e = eps_fn(x, t, rows)
-            g = _mixed_gradient(classifier, x, e, y, guide, sa, s1, cut, gens, use_x0_hat)
+            g = _mixed_gradient(classifier, x, e, y, sel, sa, s1, cut, gens, use_x0_hat)
         e_c = clip_eps(x, e, sa, s1) if clip_x0 else e
         return e_c - s1 * (scale * g)  # Eq. 4: eps' = eps - sqrt(1 - a_t) * s * grad log p(y | x)
 
     return guided_eps
+
+
+class _RowPlan:
+    """Host copy of the rows and which of them are guided (a real label and a non-zero scale), with the device
+    index of the guided rows (None when all are guided) made once."""
+
+    def __init__(self, rows: Tensor, labels: Tensor, guided: bool):
+        self.rows = rows.cpu()
+        self.guide = (labels.cpu()[self.rows] >= 0) & guided
+        self.device = rows.device
+        self._sel: Tensor | None = None
+
+    def selection(self) -> Tensor | None:
+        if bool(self.guide.all()):
+            return None
+        if self._sel is None:
+            self._sel = self.guide.nonzero().squeeze(1).to(self.device)
+        return self._sel
 
 
 def clip_eps(x: Tensor, eps: Tensor, sqrt_a: Tensor, sqrt_1ma: Tensor) -> Tensor:
@@ -121,27 +148,28 @@ def class_log_prob(classifier: LogitsClassifier, x: Tensor, y: Tensor, cutouts: 
     return logp.gather(1, target[:, None]).sum()
 
 
-def _mixed_gradient(classifier: LogitsClassifier, x: Tensor, e: Tensor, y: Tensor, guide: Tensor, sa: Tensor,
-                    s1: Tensor, cutouts: Cutouts, gens: Generators, use_x0_hat: bool) -> Tensor:
-    """dL/dx~ on the guided rows, x~ = f x0_raw + (1 - f) x (f = sqrt(1 - a)) taken as a leaf; 0 elsewhere."""
+def _mixed_gradient(classifier: LogitsClassifier, x: Tensor, e: Tensor, y: Tensor, sel: Tensor | None,
+                    sa: Tensor, s1: Tensor, cutouts: Cutouts, gens: Generators, use_x0_hat: bool) -> Tensor:
+    """dL/dx~ on the guided rows ``sel`` (None: all), x~ = f x0_raw + (1 - f) x (f = sqrt(1 - a)) taken as a leaf;
+    0 elsewhere."""
     if use_x0_hat:
         x0_raw = (x - s1 * e) / sa  # (Eq. 7) unclipped x0_hat
         x_tilde = s1 * x0_raw + (1 - s1) * x
     else:
         x_tilde = x
-    leaf = x_tilde[guide].detach().requires_grad_(True)
+    leaf = (x_tilde if sel is None else x_tilde[sel]).detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = class_log_prob(classifier, leaf, y[guide], cutouts, gens)
+        loss = class_log_prob(classifier, leaf, y if sel is None else y[sel], cutouts, gens)
         (grad,) = torch.autograd.grad(loss, leaf)
-    g = torch.zeros_like(x)
-    g[guide] = grad.to(x.dtype)
-    return g
+    if sel is None:
+        return grad.to(x.dtype)
+    return torch.zeros_like(x).index_copy_(0, sel, grad.to(x.dtype))
 
 
 def _exact_gradient(eps_fn: EpsFn, classifier: LogitsClassifier, x: Tensor, t: Tensor, rows: Tensor, y: Tensor,
-                    guide: Tensor, sa: Tensor, s1: Tensor, cutouts: Cutouts,
+                    sel: Tensor | None, sa: Tensor, s1: Tensor, cutouts: Cutouts,
                     gens: Generators) -> tuple[Tensor, Tensor]:
-    """(eps, dL/dx) with L on cutouts of x0_hat(x), autograd through eps_fn; rows not guided get 0."""
+    """(eps, dL/dx) with L on cutouts of x0_hat(x), autograd through eps_fn; rows not in ``sel`` get 0."""
     leaf = x.detach().requires_grad_(True)
     with torch.enable_grad():
         e = eps_fn(leaf, t, rows)
@@ -149,10 +177,12 @@ def _exact_gradient(eps_fn: EpsFn, classifier: LogitsClassifier, x: Tensor, t: T
             raise ValueError("gradient='exact' needs an eps_fn that autograd can go through (no torch.no_grad "
                              "inside it); use gradient='mixed' otherwise")
         x0_hat = (leaf - s1 * e) / sa  # (Eq. 7)
-        loss = class_log_prob(classifier, x0_hat[guide], y[guide], cutouts, gens)
+        loss = class_log_prob(classifier, x0_hat if sel is None else x0_hat[sel], y if sel is None else y[sel],
+                              cutouts, gens)
         (grad,) = torch.autograd.grad(loss, leaf)
-    g = torch.where(guide.view(-1, *([1] * (x.ndim - 1))), grad, torch.zeros_like(grad))
-    return e.detach(), g
+    if sel is not None:  # rows outside sel only feel the guided rows through batch-coupled layers: zero them
+        grad = torch.zeros_like(grad).index_copy_(0, sel, grad[sel])
+    return e.detach(), grad
 
 
 def _coefficients(alphas_cumprod: Tensor, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -162,16 +192,8 @@ def _coefficients(alphas_cumprod: Tensor, t: Tensor, like: Tensor) -> tuple[Tens
     return a.sqrt().to(like.dtype).view(shape), (1 - a).sqrt().to(like.dtype).view(shape)
 
 
-def _guided_rows(y: Tensor, t: Tensor, window: tuple[int, int] | None) -> Tensor:
-    """(B',) bool: a real label and, when a window is given, lo <= t <= hi."""
-    guide = y >= 0
-    if window is not None:
-        guide = guide & (t >= window[0]) & (t <= window[1])
-    return guide
-
-
 def _select(generators: Generators, rows: Tensor) -> Generators:
-    """The generators of the given batch rows (a shared generator or None is returned as is)."""
+    """The generators of the given (host) batch rows (a shared generator or None is returned as is)."""
     if generators is None or isinstance(generators, torch.Generator):
         return generators
     return [generators[i] for i in rows.tolist()]

@@ -3,7 +3,7 @@
 Where the mask is 1 (the regions the classifier finds distinctive for its predicted label), the noise prediction is
 the CFG one of Eq. 5, ``eps_u + scale * (eps_c - eps_u)``; elsewhere it is the unconditional ``eps_u``. The
 conditional and unconditional predictions come from one fused network call on [x; x] with labels [null; y], as in
-the authors' sampler. Build the mask with :func:`diffguard.classify.gradcam.cam_mask` at the diffusion resolution.
+the authors' sampler (rows with the null label, the unguided reference, get only the unconditional prediction). Build the mask with :func:`diffguard.classify.gradcam.cam_mask` at the diffusion resolution.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from diffguard.diffusion.ddim import EpsFn
-from diffguard.guidance.cfg import LabelEpsFn, cfg_eps, uncond_cond_eps
+from diffguard.guidance.cfg import LabelEpsFn, cfg_eps, guided_rows_eps
 
 
 def masked_cfg_eps(model_eps: LabelEpsFn, labels: Tensor, null_label: int, scale: float,
@@ -35,12 +35,11 @@ def masked_cfg_eps(model_eps: LabelEpsFn, labels: Tensor, null_label: int, scale
         raise ValueError(f"mask must be (B, 1 or C, H, W) with B = {labels.shape[0]} labels, "
                          f"got shape {tuple(mask.shape)}")
 
-    def eps_fn(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
-        m = mask.to(x.device)[rows]
-        if m.shape[-2:] != x.shape[-2:] or m.shape[1] not in (1, x.shape[1]):
-            raise ValueError(f"mask {tuple(m.shape[1:])} does not fit x_t {tuple(x.shape[1:])}; build it at the "
+    def combine(e_u: Tensor, e_c: Tensor, rows: Tensor, sel: Tensor | None) -> Tensor:
+        m = mask.to(e_u.device)[rows if sel is None else rows[sel]]
+        if m.shape[-2:] != e_u.shape[-2:] or m.shape[1] not in (1, e_u.shape[1]):
+            raise ValueError(f"mask {tuple(m.shape[1:])} does not fit x_t {tuple(e_u.shape[1:])}; build it at the "
                              "diffusion resolution (cam_mask(..., out_size=latent size)) with 1 or C channels")
-        e_u, e_c = uncond_cond_eps(model_eps, x, t, labels.to(x.device)[rows], null_label)
         return (e_u + scale * (e_c - e_u)).where(m > 0.5, e_u)
 
-    return eps_fn
+    return guided_rows_eps(model_eps, labels, null_label, combine)

@@ -1,0 +1,226 @@
+"""Benchmark only: DiffGuard run with the authors' execution structure, side by side with the production path.
+
+The authors' code (see ../shared/docs/reference/authors-code.md, section 7) computes the same numbers as diffguard's
+production path but organises the work differently. This file re-enacts that organisation with diffguard's own
+models, settings and formulas, so the two can be timed in one process and their scores compared:
+
+* inversion is batched, but samples that stopped early keep being inverted (and tested by the early-stop rule, with
+  the reference recomputed) until every sample of the batch has stopped;
+* denoising under early stop runs one image at a time (batch 1; batch 2 with the unguided reference trajectory);
+* the guidance function calls the diffusion network a second time on the guided image, with autograd on (the graph
+  is built and never used), and derives x0-hat from that second call;
+* the classifier sees the cutouts of one image per call.
+
+Not re-enacted: cuDNN switched off (GPU only), per-call metric construction and distributed barriers.
+Clean-Grad guidance (``ClassifierGuidance``, gradient "mixed") only: the authors' CFG path (LDM) is already batched.
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \\
+        python benchmarks/authors_structure.py --preset fmnist6-clean-grad --n 64 --threads 2
+
+Prints one Markdown table and writes ``authors_structure.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from diffguard.detectors.diffguard import DiffGuard
+from diffguard.detectors.specs import ClassifierGuidance, LatentClassifier, null_eps
+from diffguard.diffusion.ddim import StopRule, ddim_step
+from diffguard.guidance.classifier import class_log_prob, clip_eps
+from diffguard.guidance.cutout import Cutouts
+from diffguard.perf.counting import NetworkCounter
+from diffguard.perf.throughput import network_modules
+
+
+def authors_scores(det: DiffGuard, x: Tensor, ids: Tensor, stop: StopRule | None = None) -> dict[str, Tensor]:
+    """Every distance of ``det`` (B,) for images x (B, C, H, W) in [-1, 1], computed in the authors' structure.
+
+    ``stop``: the early-stop rule to re-evaluate on all samples at every step (default: the detector's own; pass
+    an uncached one to re-enact the recomputed reference features).
+    """
+    if not isinstance(det.guidance, ClassifierGuidance) or det.guidance.gradient != "mixed":
+        raise ValueError("the re-enactment covers Clean-Grad guidance with gradient='mixed' (the authors' GDM)")
+    if det.label_mode != "predicted":
+        raise ValueError("the re-enactment covers label_mode='predicted'")
+    with torch.no_grad():
+        logits = det.classifier.logits(x)
+        det.classifier.logits(x)  # the authors run the input through the classifier twice
+    y = logits.argmax(1)
+    z, stop_level = invert_all_running(det, x, det.inversion.stop if stop is None else stop)
+    start = (stop_level + det.inversion.start_offset).clamp_max(len(det.levels) - 1)
+    both = det.reference == "unguided"
+    synth, unguided = [], []
+    for b in range(x.shape[0]):  # denoising one image at a time
+        out = denoise_one(det, z[b:b + 1], y[b:b + 1], int(start[b]), int(ids[b]), both)
+        synth.append(out[:1])
+        unguided.append(out[1:])
+    with torch.no_grad():
+        synth_t = det.backend.decode(torch.cat(synth))
+        ref = det.backend.decode(torch.cat(unguided)) if both else x
+        return {n: d(ref, synth_t) for n, d in det._dist.items()}
+
+
+def invert_all_running(det: DiffGuard, x: Tensor, stop: StopRule | None) -> tuple[Tensor, Tensor]:
+    """Batched DDIM inversion that keeps stopped samples running until all have stopped (or the cap)."""
+    inv, lv = det.inversion, det.levels
+    last = len(lv) - 1 if inv.cap is None else inv.cap
+    shift = 1 if inv.variant == "shifted" else 0
+    with torch.no_grad():
+        z0 = det.backend.encode(x)
+        eps = inv.eps_fn(det.backend)
+        everyone = torch.arange(x.shape[0])
+        xt, kept = z0.clone(), z0.clone()
+        level = torch.full((x.shape[0],), last, dtype=torch.long)
+        done = torch.zeros(x.shape[0], dtype=torch.bool)
+        for j in range(inv.first, last):
+            t = lv.timesteps[j + shift].expand(x.shape[0])
+            xt = ddim_step(xt, eps(xt, t, everyone), lv.alphas[j], lv.alphas[j + 1])
+            if stop is not None and j + 1 < last:
+                hit = stop(xt, z0, everyone, j + 1)  # evaluated for every sample, stopped ones included
+                new = hit & ~done
+                kept[new], level[new] = xt[new], j + 1
+                done |= hit
+                if bool(done.all()):
+                    break
+        kept[~done] = xt[~done]
+    return kept, level
+
+
+def denoise_one(det: DiffGuard, z: Tensor, y: Tensor, start: int, sample_id: int, both: bool) -> Tensor:
+    """DDIM sampling of one latent (1, C, H, W) from level ``start`` with Clean-Grad guidance towards y (1,);
+    with ``both`` the unguided trajectory runs in the same network call (batch 2). Returns (1 or 2, C, H, W)."""
+    spec, backend, lv = det.guidance, det.backend, det.levels
+    clf = LatentClassifier(det.classifier, backend) if getattr(backend, "is_latent", False) else det.classifier
+    out = spec.crop_out or getattr(det.classifier, "resolution", None)
+    cuts = Cutouts(spec.cutouts if spec.cutouts else 0, spec.cut_size,
+                   out_size=out[0] if isinstance(out, tuple) else out)
+    gens = det.generators(torch.tensor([sample_id]))  # the generator is reset for every image
+    acp = backend.alphas_cumprod.double()
+    eps = null_eps(backend)
+    xb = torch.cat([z, z]) if both else z.clone()
+    for j in range(start, 0, -1):
+        t = lv.timesteps[j].expand(xb.shape[0])
+        a = acp[t]
+        sa = a.sqrt().to(xb.dtype).view(-1, 1, 1, 1)
+        s1 = (1 - a).sqrt().to(xb.dtype).view(-1, 1, 1, 1)
+        with torch.no_grad():
+            e = eps(xb, t, torch.arange(xb.shape[0]))  # the sampler's call
+        g = torch.zeros_like(xb)
+        if spec.scale != 0:
+            g[:1] = cond_fn(eps, clf, xb[:1], t[:1], y, sa[:1], s1[:1], cuts, gens, spec.use_x0_hat)
+        e_c = clip_eps(xb, e, sa, s1) if spec.clip_x0 else e
+        xb = ddim_step(xb, e_c - s1 * (spec.scale * g), lv.alphas[j], lv.alphas[j - 1]).detach()
+    return xb
+
+
+def cond_fn(eps, clf, x: Tensor, t: Tensor, y: Tensor, sa: Tensor, s1: Tensor, cuts: Cutouts,
+            gens: list[torch.Generator], use_x0_hat: bool) -> Tensor:
+    """The authors' guidance function: a second network call with autograd on, x~ from it, gradient w.r.t. x~."""
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True)
+        e2 = eps(x_in, t, torch.arange(1))  # duplicate call; its graph is kept alive and never used
+        x_tilde = s1 * (x_in - s1 * e2) / sa + (1 - s1) * x_in if use_x0_hat else x_in
+        leaf = x_tilde.detach().requires_grad_(True)
+        loss = class_log_prob(clf, leaf, y, cuts, gens)
+        (grad,) = torch.autograd.grad(loss, leaf)
+    return grad
+
+
+def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
+    """Time production and re-enactment batch by batch (alternating, so load changes hit both alike)."""
+    det.analyze(x[:2])
+    authors_scores(det, x[:1], torch.arange(1))  # warm-up
+    t_prod = t_auth = 0.0
+    prod: dict[str, list[Tensor]] = {n: [] for n in det.distances}
+    auth: dict[str, list[Tensor]] = {n: [] for n in det.distances}
+    counters = {k: NetworkCounter(network_modules(det), keep_inputs=False) for k in ("production", "authors")}
+    for i in range(0, x.shape[0], batch_size):
+        xb, ids = x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0]))
+        with counters["production"]:
+            t0 = time.perf_counter()
+            res = det.analyze(xb, ids=ids)
+            t1 = time.perf_counter()
+        with counters["authors"]:
+            t2 = time.perf_counter()
+            a = authors_scores(det, xb, ids)
+            t_auth += time.perf_counter() - t2
+        t_prod += t1 - t0
+        for n in det.distances:
+            prod[n].append(res.distances[n])
+            auth[n].append(a[n])
+    diffs = {n: float((torch.cat(prod[n]) - torch.cat(auth[n])).abs().max()) for n in det.distances}
+    n = x.shape[0]
+    return {"images": n, "production_s": t_prod, "authors_s": t_auth, "production_img_s": n / t_prod,
+            "authors_img_s": n / t_auth, "speedup": t_auth / t_prod, "score": det.score,
+            "max_abs_diff_score": diffs[det.score], "max_abs_diff": diffs,
+            "evals_per_image": {k: {name: v / n for name, v in sorted(c.images().items())}
+                                for k, c in counters.items()}}
+
+
+def batch_sensitivity(det: DiffGuard, x: Tensor, batch_size: int) -> float:
+    """Max abs difference of production scores between batches of ``batch_size`` and one image at a time."""
+    ids = torch.arange(x.shape[0])
+    batched = torch.cat([det.analyze(x[i:i + batch_size], ids=ids[i:i + batch_size]).score
+                         for i in range(0, x.shape[0], batch_size)])
+    single = torch.cat([det.analyze(x[i:i + 1], ids=ids[i:i + 1]).score for i in range(x.shape[0])])
+    return float((batched - single).abs().max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import fmnist6_images
+
+    from diffguard.backends.pixel import PixelBackend
+    from diffguard.classify.base import fmnist6_classifier
+    from diffguard.presets import create_detector
+    from diffguard.sysinfo import command_line, machine
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="fmnist6-clean-grad")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="float64 keeps batch-size-dependent float32 rounding from being amplified by the guidance")
+    p.add_argument("--batch-sensitivity", action="store_true",
+                   help="also rerun production one image at a time and report how much its scores move")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/authors-structure"))
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    clf, backend = fmnist6_classifier(), PixelBackend.from_folder()
+    if dtype != torch.float32:
+        clf.to(dtype), backend.unet.to(dtype)
+    det = create_detector(args.preset, clf, backend)
+    x = fmnist6_images(args.n, args.data_root).to(dtype)
+    row = {"preset": args.preset, "dtype": args.dtype, **side_by_side(det, x, args.batch_size)}
+    if args.batch_sensitivity:
+        row["production_batch1_max_abs_diff_score"] = batch_sensitivity(det, x, args.batch_size)
+    record = {"command": command_line(), "machine": machine(), "batch_size": args.batch_size, "rows": [row]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "authors_structure.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nproduction vs the authors' execution structure, n = {args.n}, batch {args.batch_size}\n")
+    print("| preset | dtype | production img/s | authors' structure img/s | speed-up | max abs score diff |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {row['preset']} | {row['dtype']} | {row['production_img_s']:.3f} | {row['authors_img_s']:.3f} | "
+          f"{row['speedup']:.2f}x | {row['max_abs_diff_score']:.2e} ({row['score']}) |")
+    if args.batch_sensitivity:
+        print(f"\nproduction batch {args.batch_size} vs batch 1, max abs score difference: "
+              f"{row['production_batch1_max_abs_diff_score']:.2e}")
+    print(f"\nnetwork evaluations per image: {row['evals_per_image']}")
+    print(f"max abs difference per distance: {row['max_abs_diff']}\nmachine: {record['machine']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

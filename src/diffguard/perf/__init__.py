@@ -1,0 +1,1 @@
+"""Performance helpers: network-evaluation counting, out-of-memory back-off, GPU execution options."""

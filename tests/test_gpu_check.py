@@ -1,0 +1,42 @@
+"""benchmarks/gpu_check.py runs end to end at tiny sizes on the CPU; the FLOP-floor table lookup."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_writes_the_table(gpu_check, tmp_path, capsys):
+    assert gpu_check.main(["--tiny", "--n", "2", "--batch-size", "2", "--precision", "off",
+                           "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert record["device"] == "cpu" and record["tiny"] and [r["preset"] for r in record["rows"]] == ["gdm", "ldm"]
+    gdm, ldm = record["rows"]
+    # gdm: 4-level grid, image at level 1, no early stop: 3 inversion + 4 denoising steps (one level noisier)
+    assert gdm["evals_per_image"]["diffusion fwd"] == 7
+    assert gdm["evals_per_image"]["classifier fwd+bwd"] == 8 * 4  # 8 cutouts per guided step
+    # ldm: 4 steps of inversion (null class) and 4 of fused CFG (2 images each); encoder once, decoder once
+    assert ldm["evals_per_image"]["diffusion fwd"] == 4 + 2 * 4
+    assert ldm["evals_per_image"]["encoder fwd"] == 1 and ldm["evals_per_image"]["decoder fwd"] == 1
+    assert gdm["flops_per_image"] > 0 and gdm["floor_images_per_s"] is None  # no peak known for a CPU
+    assert "| gdm | off |" in capsys.readouterr().out
+
+
+def test_peak_table(gpu_check):
+    assert gpu_check.peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
+    assert gpu_check.peak_flops("NVIDIA H100 PCIe", "off") == pytest.approx(378e12)
+    assert gpu_check.peak_flops("Tesla V100-SXM2-32GB", "fp16") == pytest.approx(125e12)
+    assert gpu_check.peak_flops("cpu", "off") is None

@@ -1,0 +1,90 @@
+"""Evaluation counting, the floor measurement and the authors'-structure re-enactment on tiny models."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffguard.backends.pixel import PixelBackend
+from diffguard.classify.base import ModuleClassifier
+from diffguard.detectors.diffguard import DiffGuard
+from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
+from diffguard.diffusion.early_stop import psnr_below
+from diffguard.nets.resnet import SmallResNet
+from diffguard.perf.counting import NetworkCounter
+from diffguard.perf.throughput import measure, network_modules
+from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = DiffusionTrainConfig(channels=(8, 16, 16), attention_lowest=False)
+    backend = PixelBackend(build_unet(cfg).eval(), build_scheduler(cfg).alphas_cumprod, null_label=6, channels=1)
+    clf = ModuleClassifier(SmallResNet(6, width=4).eval(), 6, "layer4", resolution=(28, 28))
+    return backend, clf, torch.rand(3, 1, 28, 28) * 2 - 1
+
+
+@pytest.mark.parametrize("reference, per_image", [("input", 4 + 2 * 4), ("unguided", 4 + 3 * 4)])
+def test_counts_cfg_evaluations(tiny, reference, per_image):
+    backend, clf, x = tiny  # 4 inversion steps; 4 denoising steps of [x; x] (+ x_unguided with the null label only)
+    det = DiffGuard(clf, backend, CFGGuidance(scale=3.0, cam_cut=0.3), Inversion(steps=6, cap=4), reference=reference)
+    with NetworkCounter(network_modules(det)) as counter:
+        det.analyze(x)
+    images = counter.images()
+    assert images["diffusion fwd"] == 3 * per_image
+    assert images["classifier fwd"] == 3 and images["classifier fwd+bwd"] == 3  # prediction; Grad-CAM
+
+
+def test_counts_clean_grad_and_times_the_floor(tiny):
+    backend, clf, x = tiny
+    det = DiffGuard(clf, backend, ClassifierGuidance(scale=3.0, cutouts=2), Inversion(steps=6, cap=4))
+    tp, outs = measure(lambda xb, ids: det.analyze(xb, ids=ids), x, 2, network_modules(det), repeats=1)
+    assert tp.images == 3 and len(outs) == 2
+    assert tp.evals_per_image == {"diffusion fwd": 8.0, "classifier fwd": 1.0, "classifier fwd+bwd": 2 * 4.0}
+    assert tp.floor_seconds > 0 and tp.ratio == pytest.approx(tp.seconds / tp.floor_seconds)
+    assert set(tp.floor_per_kind) == set(tp.evals_per_image)
+
+
+def test_counter_tells_a_graph_nobody_used_from_a_backward():
+    net = torch.nn.Linear(3, 2)
+    with NetworkCounter({"net": net}) as c:
+        with torch.no_grad():
+            net(torch.ones(4, 3))
+        net(torch.ones(5, 3, requires_grad=True))
+        out = net(torch.ones(6, 3, requires_grad=True))
+        out.sum().backward()
+    assert [(k.batch, k.kind) for k in c.calls] == [(4, "fwd"), (5, "fwd+graph"), (6, "fwd+bwd")]
+    total, per = c.floor_seconds(repeats=1)
+    assert total == pytest.approx(sum(per.values())) and set(per) == {"net fwd", "net fwd+graph", "net fwd+bwd"}
+
+
+@pytest.mark.parametrize("reference", ["input", "unguided"])
+def test_authors_structure_gives_the_production_scores(tiny, reference):
+    backend, clf, x = tiny  # float64: batch-size-dependent float32 rounding would be amplified by the guidance
+    backend = PixelBackend(copy.deepcopy(backend.unet).double(), backend.alphas_cumprod, 6, 1)
+    clf = ModuleClassifier(copy.deepcopy(clf.model).double(), 6, "layer4", resolution=(28, 28))
+    x = torch.stack([x[0], x[1] * 0.2, x[2] * 0.5]).double()
+    det = DiffGuard(clf, backend, ClassifierGuidance(scale=2.0, cutouts=2), Inversion(steps=10, stop=psnr_below(15.0),
+                    start_offset=1), reference=reference, distances=("l2", "psnr"))
+    authors = load_script("authors_structure")
+    assert len(set(det._invert(x)[1].tolist())) > 1  # the early stop really differs per sample
+    row = authors.side_by_side(det, x, batch_size=3)  # production and re-enactment on the same images
+    assert row["max_abs_diff"]["l2"] < 1e-9 and row["max_abs_diff"]["psnr"] < 1e-7
+    assert row["speedup"] > 0 and row["images"] == 3
+    ids = torch.tensor([4, 5, 6])
+    with pytest.raises(ValueError, match="Clean-Grad"):
+        authors.authors_scores(DiffGuard(clf, backend, CFGGuidance()), x, ids)
