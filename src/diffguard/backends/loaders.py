@@ -46,6 +46,22 @@ def read_state_dict(path: str | os.PathLike[str], nested: Iterable[str] = ("stat
         CheckpointError: missing file, a pickle that needs code execution, or no tensors inside.
     """
     p = Path(path)
+    obj = read_checkpoint(p)
+    if p.suffix == ".safetensors":
+        return obj  # type: ignore[return-value]
+    return _unwrap(obj, p, tuple(nested))
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> object:
+    """The object stored in a local weight file, as :func:`read_state_dict` reads it but not unwrapped.
+
+    For tools that save lists (``[model_state, optimizer_state, epoch, ...]``) or several state dicts in one file.
+    A ``.safetensors`` file gives its flat ``{name: tensor}`` dict.
+
+    Raises:
+        CheckpointError: missing file, or a file that is neither safetensors nor a ``weights_only`` torch file.
+    """
+    p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p} not found (diffguard never downloads weights: pass a local file)")
     if p.suffix == ".safetensors":
@@ -63,7 +79,7 @@ def read_state_dict(path: str | os.PathLike[str], nested: Iterable[str] = ("stat
             f"execute pickles.\n{CONVERT_HINT}\n(torch said: {str(err).splitlines()[0]})") from err
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{p} could not be read as a torch checkpoint ({err})") from err
-    return _unwrap(obj, p, tuple(nested))
+    return obj
 
 
 def _unwrap(obj: object, path: Path, nested: tuple[str, ...]) -> dict[str, Tensor]:
