@@ -18,6 +18,15 @@ from diffguard.backends.ddim_cifar import (DdimConfig, convert_ddim_state_dict, 
 from diffguard.backends.loaders import CheckpointError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Tiny convolutions run fastest single-threaded on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _gn(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, c, eps=1e-6)
 
@@ -210,3 +219,19 @@ def test_wrong_files_give_clear_errors(tmp_path: Path) -> None:
                                  "out_ch": 3, "resamp_with_conv": False})
     with pytest.raises(CheckpointError, match="not found"):
         load_ddim_cifar(tmp_path / "missing.ckpt")
+
+
+def test_cifar10_builder_scores_with_the_original_checkpoint(tmp_path: Path) -> None:
+    from diffguard.eval.models import build_backend
+    from diffguard.nets.cifar_resnet import CifarResNet18
+    from diffguard.paper import build_cifar10_detector
+
+    torch.save(_tiny(size=32).state_dict(), tmp_path / "ddim_cifar10_cond.ckpt")
+    torch.save(CifarResNet18(10).state_dict(), tmp_path / "best.ckpt")
+    det = build_cifar10_detector(tmp_path / "ddim_cifar10_cond.ckpt", tmp_path / "best.ckpt", steps=3)
+    assert det.backend.null_label == 10 and det.distances == ("logits_l1",)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    score = det.predict(x)
+    assert score.shape == (2,) and bool(torch.isfinite(score).all()) and bool((score > 0).all())
+    spec = build_backend({"type": "ddim_cifar", "checkpoint": str(tmp_path / "ddim_cifar10_cond.ckpt")})
+    assert spec.null_label == 10

@@ -163,7 +163,7 @@ def test_two_member_ensemble_runs(tmp_path: Path, tiny_models: tuple[Path, Path]
 @pytest.mark.parametrize("name,env", [
     ("imagenet-gdm", ("ADM_CHECKPOINT", "RESNET50_WEIGHTS", "DISTS_WEIGHTS")),
     ("imagenet-ldm", ("LDM_CHECKPOINT", "RESNET50_WEIGHTS", "DISTS_WEIGHTS")),
-    ("cifar10", ("DIFFUSION_FOLDER", "OPENOOD_CKPT"))])
+    ("cifar10", ("DIFFNB_CKPT", "OPENOOD_CKPT"))])
 def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
     from diffguard.eval.config import load_run_config
 

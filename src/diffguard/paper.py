@@ -6,8 +6,8 @@ Each builder takes file paths only (nothing is downloaded) and returns a ready
 
 * ``gdm``: Table 2 "Ours (GDM)", the authors' exp6.1 -- ADM 256x256 unconditional + torchvision ResNet-50 at 224.
 * ``ldm``: Table 2 "Ours (LDM)", the authors' ldm-exp2.25 -- CompVis cin256-v2 + ResNet-50 at 256.
-* ``cifar10``: Table 1 (CIFAR-10) -- a class-conditional pixel UNet with a null class (DiffNB's model, here as a
-  diffusers folder) + OpenOOD's ResNet18_32x32, compared by the L1 distance of logits. The authors did not release
+* ``cifar10``: Table 1 (CIFAR-10) -- a class-conditional pixel UNet with a null class (DiffNB's DDIM checkpoint, or
+  a diffusers folder) + OpenOOD's ResNet18_32x32, compared by the L1 distance of logits. The authors did not release
   this code: the guidance settings are the LDM path's and are not verified against the paper's numbers.
 """
 
@@ -48,7 +48,9 @@ PAPER_CONFIGS: dict[str, dict[str, Any]] = {
     "cifar10": {
         "paper": "Table 1 (CIFAR-10); the authors' CIFAR code is not released",
         "builder": "diffguard.paper.build_cifar10_detector",
-        "files": {"diffusion_folder": "diffusers folder (unet/ UNet2DModel with 11 class embeddings, scheduler/)",
+        "files": {"diffusion": "DiffNB's class-conditional DDIM checkpoint (luping-liu/DiffOOD, "
+                               "config/ddim_cifar10_cond.yml), or a diffusers folder (unet/ with 11 class "
+                               "embeddings, scheduler/)",
                   "classifier_weights": "OpenOOD cifar10_resnet18_32x32_base_e100_lr0.1_default/s0/best.ckpt"},
         "data": {"input_size": 32, "preprocess": "ToTensor, [-1, 1]"},
         "preset": "ldm", "options": {"steps": 25, "cam_cut": 0.3, "scale": 10.0, "distances": ["logits_l1"]},
@@ -90,16 +92,27 @@ def build_ldm_detector(ldm_checkpoint: PathLike, classifier_weights: PathLike, d
     return create_detector("ldm", clf, backend, dists_weights=dists_weights, steps=steps, **overrides)
 
 
-def build_cifar10_detector(diffusion_folder: PathLike, classifier_weights: PathLike, null_label: int = 10,
+def build_cifar10_detector(diffusion: PathLike, classifier_weights: PathLike, null_label: int | None = None,
                            steps: int = 25, **overrides: Any) -> DiffGuard:
-    """Table 1 setting (CIFAR-10): a class-conditional pixel UNet with a null class (diffusers folder), OpenOOD's
-    ResNet18_32x32, CFG inside the Grad-CAM mask, and the L1 distance between the classifier's logits of the
-    input and of the synthesis (the paper's CIFAR metric). Inputs are (B, 3, 32, 32) in [-1, 1]."""
+    """Table 1 setting (CIFAR-10): a class-conditional pixel UNet with a null class, OpenOOD's ResNet18_32x32, CFG
+    inside the Grad-CAM mask, and the L1 distance between the classifier's logits of the input and of the synthesis
+    (the paper's CIFAR metric). Inputs are (B, 3, 32, 32) in [-1, 1].
+
+    ``diffusion``: DiffNB's checkpoint file in the DDIM repository's layout (loaded with
+    :func:`diffguard.backends.ddim_cifar.load_ddim_cifar`; null label = the class embedding's last row, 10), or a
+    diffusers folder with ``unet/`` and ``scheduler/`` (null label 10 unless given).
+    """
+    from pathlib import Path
+
+    from diffguard.backends.ddim_cifar import load_ddim_cifar
     from diffguard.backends.pixel import PixelBackend
     from diffguard.classify.openood import openood_resnet18_32x32
     from diffguard.presets import create_detector
 
-    backend = PixelBackend.from_diffusers(str(diffusion_folder), null_label=null_label)
+    if Path(diffusion).is_dir():
+        backend = PixelBackend.from_diffusers(str(diffusion), null_label=10 if null_label is None else null_label)
+    else:
+        backend = load_ddim_cifar(diffusion, null_label=null_label)
     clf = openood_resnet18_32x32(classifier_weights, num_classes=10)
     overrides.setdefault("distances", ("logits_l1",))
     return create_detector("ldm", clf, backend, steps=steps, **overrides)

@@ -8,7 +8,8 @@ fmnist6 model), or a mapping with a ``type`` and the loader's keyword arguments,
 
 Classifier types: ``fmnist6`` (folder), ``torchvision``, ``timm``, ``openood_resnet18``.
 Diffusion types: ``fmnist6`` (folder), ``diffusers`` (UNet2DModel folder), ``adm`` (guided-diffusion ``.pt``),
-``compvis_ldm`` (latent-diffusion ``.ckpt``), ``dit`` and ``latent_diffusers`` (diffusers folders).
+``ddim_cifar`` (DiffNB / DDIM-repository ``.ckpt``), ``compvis_ldm`` (latent-diffusion ``.ckpt``), ``dit`` and
+``latent_diffusers`` (diffusers folders).
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def _adm(checkpoint: str, **kw: Any) -> Any:
     from diffguard.backends.adm import adm_backend
 
     return adm_backend(checkpoint, **kw)
+
+
+@DIFFUSION_TYPES.register("ddim_cifar")
+def _ddim_cifar(checkpoint: str, null_label: int | None = None, **kw: Any) -> Any:
+    from diffguard.backends.ddim_cifar import load_ddim_cifar
+
+    return load_ddim_cifar(checkpoint, null_label=null_label, **kw)
 
 
 @DIFFUSION_TYPES.register("compvis_ldm")
