@@ -102,7 +102,7 @@ class DdimConfig:
 
 def infer_ddim_config(state: Mapping[str, Tensor], image_size: int = 32) -> DdimConfig:
     """Read the architecture from an original-layout state dict (the resolution cannot be read: ``image_size``)."""
-    if "conv_in.weight" not in state or "temb.dense.0.weight" not in state or "down.0.block.0.conv1.weight" not in state:
+    if any(k not in state for k in ("conv_in.weight", "temb.dense.0.weight", "down.0.block.0.conv1.weight")):
         hint = ""
         if "input_blocks.0.0.weight" in state:
             hint = " It looks like a guided-diffusion (ADM) checkpoint: use type 'adm'."
