@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import torch
 from torch import Tensor
@@ -192,18 +192,24 @@ def _block_map(cfg: AdmConfig) -> dict[str, tuple[str, str]]:
     return out
 
 
-def convert_adm_state_dict(state: Mapping[str, Tensor], cfg: AdmConfig) -> dict[str, Tensor]:
-    """Rename (and split the attention ``qkv`` of) an ADM state dict into ``UNet2DModel`` keys."""
-    blocks = _block_map(cfg)
+def rename_unet_keys(state: Mapping[str, Tensor], top: Mapping[str, str],
+                     blocks: Mapping[str, tuple[str, str]], other: Callable[[str, str, str, Tensor], dict[str, Tensor]],
+                     what: str) -> dict[str, Tensor]:
+    """Rename an openaimodel-style UNet state dict (``input_blocks`` / ``middle_block`` / ``output_blocks``).
+
+    ``top``: module renames outside the blocks; ``blocks``: block prefix -> (diffusers target, kind) with kind
+    "res" (ResBlock), "conv" (plain up/down-sampling conv) or anything else, handled by ``other(target, rest, leaf,
+    value)`` (attention layers). Unknown keys raise :class:`CheckpointError` naming ``what``.
+    """
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         module, _, leaf = key.rpartition(".")
-        if module in _TOP:
-            out[f"{_TOP[module]}.{leaf}"] = value
+        if module in top:
+            out[f"{top[module]}.{leaf}"] = value
             continue
         prefix = next((p for p in blocks if module == p or module.startswith(p + ".")), None)
         if prefix is None:
-            raise CheckpointError(f"unexpected key {key!r} for the ADM layout {cfg}")
+            raise CheckpointError(f"unexpected key {key!r} for the {what}")
         target, kind = blocks[prefix]
         rest = module[len(prefix) + 1:]
         if kind == "res":
@@ -213,8 +219,15 @@ def convert_adm_state_dict(state: Mapping[str, Tensor], cfg: AdmConfig) -> dict[
         elif kind == "conv":
             out[f"{target}.{leaf}"] = value
         else:
-            out.update(_attention(target, rest, leaf, value, cfg))
+            out.update(other(target, rest, leaf, value))
     return out
+
+
+def convert_adm_state_dict(state: Mapping[str, Tensor], cfg: AdmConfig) -> dict[str, Tensor]:
+    """Rename (and split the attention ``qkv`` of) an ADM state dict into ``UNet2DModel`` keys."""
+    return rename_unet_keys(state, _TOP, _block_map(cfg),
+                            lambda target, rest, leaf, value: _attention(target, rest, leaf, value, cfg),
+                            f"ADM layout {cfg}")
 
 
 def _attention(target: str, part: str, leaf: str, value: Tensor, cfg: AdmConfig) -> dict[str, Tensor]:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from diffguard.backends.adm import _RES, AdmConfig, _block_map
+from diffguard.backends.adm import AdmConfig, _block_map, rename_unet_keys
 from diffguard.backends.compvis_vq import CompVisVQ, load_compvis_vq
 from diffguard.backends.latent import LatentBackend
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict, strip_prefix
@@ -86,27 +86,9 @@ def convert_unet_state_dict(state: Mapping[str, Tensor], lay: AdmConfig) -> dict
     """Rename an openaimodel UNet state dict (``model.diffusion_model.`` removed) into UNet2DConditionModel keys."""
     top = {"input_blocks.0.0": "conv_in", "time_embed.0": "time_embedding.linear_1",
            "time_embed.2": "time_embedding.linear_2", "out.0": "conv_norm_out", "out.2": "conv_out"}
-    blocks = _block_map(lay)
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        module, _, leaf = key.rpartition(".")
-        if module in top:
-            out[f"{top[module]}.{leaf}"] = value
-            continue
-        prefix = next((p for p in blocks if module == p or module.startswith(p + ".")), None)
-        if prefix is None:
-            raise CheckpointError(f"unexpected UNet key {key!r}")
-        target, kind = blocks[prefix]
-        rest = module[len(prefix) + 1:]
-        if kind == "res":
-            if rest not in _RES:
-                raise CheckpointError(f"unexpected ResBlock key {key!r}")
-            out[f"{target}.{_RES[rest]}.{leaf}"] = value
-        elif kind == "conv":
-            out[f"{target}.{leaf}"] = value
-        else:  # SpatialTransformer: the names match
-            out[f"{target}.{rest}.{leaf}"] = value
-    return out
+    return rename_unet_keys(state, top, _block_map(lay), lambda target, rest, leaf, value:
+                            {f"{target}.{rest}.{leaf}": value},  # SpatialTransformer: the names match
+                            "CompVis UNet layout")
 
 
 def ldm_alphas_cumprod(linear_start: float = 0.0015, linear_end: float = 0.0195, steps: int = 1000) -> Tensor:

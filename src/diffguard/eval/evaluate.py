@@ -186,14 +186,19 @@ def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
             seen.append(r["key"])
     for key in seen:
         got = {r["set"]: r for r in ev.rows if r["key"] == key}
-        row: dict[str, Any] = {"method": got["all"]["method"]}
-        for g in ("near", "far", "all"):
-            if g in got:
-                row[f"AUROC {g}"] = got[g]["AUROC"]
-        for c in ABLATION_COLUMNS[1:]:
-            row[f"{c} all"] = got["all"][c]
-        rows.append(row)
+        rows.append(_group_row("method", got["all"]["method"], got))
     return rows
+
+
+def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """AUROC of each group row present in ``got`` (set -> metric row) and both FPR@95 of the "all" row."""
+    row: dict[str, Any] = {label_key: label}
+    for g in ("near", "far", "all"):
+        if g in got:
+            row[f"AUROC {g}"] = got[g]["AUROC"]
+    for c in ABLATION_COLUMNS[1:]:
+        row[f"{c} all"] = got["all"][c]
+    return row
 
 
 ABLATION_COLUMNS = ("AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)")
@@ -204,15 +209,8 @@ def ablation_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
     rows = []
     for m in runner.cfg.methods:
         got = {r["set"]: r for r in ev.rows if r["key"] == m.name}
-        if not got:
-            continue
-        row: dict[str, Any] = {runner.cfg.ablation or "variant": m.title}
-        for g in ("near", "far", "all"):
-            if g in got:
-                row[f"AUROC {g}"] = got[g]["AUROC"]
-        for c in ABLATION_COLUMNS[1:]:
-            row[f"{c} all"] = got["all"][c]
-        rows.append(row)
+        if got:
+            rows.append(_group_row(runner.cfg.ablation or "variant", m.title, got))
     return rows
 
 
