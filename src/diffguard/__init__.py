@@ -7,13 +7,20 @@ from __future__ import annotations
 
 from diffguard.backends.pixel import PixelBackend
 from diffguard.data.fmnist6 import ImageSet, load_fmnist6
+from diffguard.detectors.base import ClassifierOutputs, create_baseline, list_baselines
+from diffguard.detectors.diffguard import DiffGuard, DiffGuardResult
+from diffguard.detectors.fusion import BandFusion
 from diffguard.diffusion.ddim import Levels, ddim_invert, ddim_sample, ddim_step
 from diffguard.diffusion.respace import even_levels, uniform_levels
+from diffguard.eval.metrics import compute_metrics, fpr_at_95_id, fpr_at_95_ood
 from diffguard.models import load_classifier, load_diffusion
+from diffguard.presets import create_detector
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ImageSet", "Levels", "PixelBackend", "__version__", "ddim_invert", "ddim_sample", "ddim_step", "even_levels",
-    "load_classifier", "load_diffusion", "load_fmnist6", "uniform_levels",
+    "BandFusion", "ClassifierOutputs", "DiffGuard", "DiffGuardResult", "ImageSet", "Levels", "PixelBackend",
+    "__version__", "compute_metrics", "create_baseline", "create_detector", "ddim_invert", "ddim_sample", "ddim_step",
+    "even_levels", "fpr_at_95_id", "fpr_at_95_ood", "list_baselines", "load_classifier", "load_diffusion",
+    "load_fmnist6", "uniform_levels",
 ]
