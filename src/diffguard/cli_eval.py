@@ -39,6 +39,8 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="scores.csv", help="CSV with one row per file (default: scores.csv)")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (for calibration)")
+    s.add_argument("--classifier", default=None, help="fmnist6-format classifier folder (default: the shipped one)")
+    s.add_argument("--diffusion", default=None, help="fmnist6-format diffusion folder (default: the shipped one)")
     s.add_argument("--threads", type=int, default=None)
     r = sub.add_parser("report", help="recompute metrics and rewrite the outputs of a results folder")
     r.add_argument("results", help="a folder written by `diffguard benchmark`")

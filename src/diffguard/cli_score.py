@@ -83,8 +83,8 @@ def run_score_command(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     files = list_inputs(Path(args.path))
-    classifier = fmnist6_classifier()
-    backend = PixelBackend.from_folder()
+    classifier = fmnist6_classifier(args.classifier)
+    backend = PixelBackend.from_folder(args.diffusion)
     detector = DiffGuard(classifier, backend, **apply_overrides(PRESETS.get(args.preset)(), list(args.overrides)))
     size = classifier.resolution[0] if classifier.resolution else 28
     ok, x, skipped = load_inputs(files, size, backend.channels if hasattr(backend, "channels") else 1)
