@@ -57,7 +57,8 @@ def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, P
         assert {(key, "near1"), (key, "far1"), (key, "near"), (key, "far"), (key, "all")} <= sets
     for name in ("scores.csv", "metrics.csv", "metrics.json", "metrics.md", "thresholds.json", "report.html"):
         assert (tmp_path / "out" / name).is_file(), name
-    assert report.read_text().count("<img") >= 3
+    html = report.read_text()
+    assert html.count("<img") >= 3 and 'id="summary"' in html and 'id="metrics"' in html
     from diffguard.eval.tables import ScoreTable
 
     table = ScoreTable.from_csv(tmp_path / "out" / "scores.csv")

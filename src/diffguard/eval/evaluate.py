@@ -157,7 +157,8 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
     for m in dg:
         galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
     return write_report(out, title=f"diffguard benchmark: {runner.cfg.benchmark}", metrics=ev.rows, table=ev.table,
-                        methods=ev.complete, galleries=galleries, meta=report_meta(meta))
+                        methods=ev.complete, galleries=galleries, meta=report_meta(meta),
+                        summary=summary_rows(runner, ev))
 
 
 def report_meta(manifest: dict[str, Any]) -> dict[str, str]:

@@ -72,8 +72,8 @@ def _meta_html(meta: dict[str, Any]) -> str:
     return f'<dl class="meta">{items}</dl>'
 
 
-def metrics_html(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as ``<table id="metrics">`` (one ``<tr>`` per row in ``<tbody>``; metrics in percent)."""
+def metrics_html(rows: list[dict[str, Any]], table_id: str = "metrics") -> str:
+    """``rows`` as ``<table id="<table_id>">`` (one ``<tr>`` per row in ``<tbody>``; metrics in percent)."""
     if not rows:
         return '<p class="note">No metric rows.</p>'
     columns = table_columns(rows)
@@ -84,7 +84,8 @@ def metrics_html(rows: list[dict[str, Any]]) -> str:
                         for c in columns)
         body.append(f"<tr>{cells}</tr>")
     note = '<p class="note">Metric columns in percent; OOD is the positive class; ↑ higher is better, ↓ lower.</p>'
-    return f'{note}<table id="metrics"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (f'{note}<table id="{escape(table_id)}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
 
 
 def _the_id_set(table: ScoreTable) -> str:
@@ -117,7 +118,8 @@ def _galleries_html(galleries: dict[str, list[GalleryItem]], figures: _Figures) 
 
 
 def write_report(out_dir: str | os.PathLike[str], *, title: str, metrics: list[dict[str, Any]], table: ScoreTable,
-                 methods: list[str], galleries: dict[str, list[GalleryItem]], meta: dict[str, Any]) -> Path:
+                 methods: list[str], galleries: dict[str, list[GalleryItem]], meta: dict[str, Any],
+                 summary: list[dict[str, Any]] | None = None) -> Path:
     """Write ``<out_dir>/report.html``, one self-contained page, and its PNGs under ``<out_dir>/figures/``.
 
     Args:
@@ -129,13 +131,15 @@ def write_report(out_dir: str | os.PathLike[str], *, title: str, metrics: list[d
         galleries: caption (e.g. ``"DiffGuard / near-fmnist, most OOD"``) -> items; an empty list is noted.
         meta: shown as a definition list (command, machine, wall time, models, seeds, ...); values are shown
             with ``str`` (lists joined by commas, dicts as JSON).
+        summary: optional short rows (e.g. one per method) shown first as ``<table id="summary">``.
     Returns:
         The path of ``report.html``.
     """
     out = Path(out_dir)
     figures = _Figures(out / "figures")
     roc, hist = _plots_html(table, methods, figures)
-    sections = [
+    sections = [("Summary", metrics_html(summary, "summary"))] if summary else []
+    sections += [
         ("Metrics", metrics_html(metrics)),
         ("ROC curves", f'<div class="figures">{roc}</div>'),
         ("Score histograms", f'<div class="figures">{hist}</div>'),
