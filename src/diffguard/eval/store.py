@@ -80,8 +80,7 @@ class ResultStore:
                           if old.get("config", {}).get(k) != manifest.get("config", {}).get(k))
             raise StoreError(f"{self.path} holds results of a different configuration (differs in: {diff}); "
                              "use another --out folder, or delete the folder to start afresh")
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (json.dumps(manifest, sort_keys=True),))
+        self.set_meta("manifest", manifest)
 
     def get_meta(self, key: str) -> dict | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
