@@ -145,6 +145,8 @@ def merge_stores(target: ResultStore, sources: Iterable[Path]) -> None:
 
 def _attach_copy(target: ResultStore, src: Path, tables: dict[str, str]) -> None:
     """``INSERT OR REPLACE`` the rows of ``tables`` (name -> WHERE clause) from ``src`` in one transaction."""
+    if not src.is_file():
+        raise StoreError(f"cannot merge {src}: no such results file (did every rank start?)")
     db = target.db
     db.execute("ATTACH DATABASE ? AS other", (str(src),))
     try:
