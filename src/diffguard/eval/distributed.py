@@ -23,6 +23,8 @@ from diffguard.eval.store import ResultStore, StoreError
 BARRIER_TIMEOUT = datetime.timedelta(days=7)
 # Tables copied by a merge; ``meta`` is handled separately (manifest check, method identities).
 DATA_TABLES = ("samples", "outputs", "scores", "images", "batches")
+# The classifier pass: table -> row filter.
+CLASSIFIER_TABLES = {"samples": "", "outputs": "", "batches": "WHERE method = 'classifier'"}
 
 
 @dataclass(frozen=True)
@@ -99,59 +101,74 @@ def _config_diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def import_classifier_rows(target: ResultStore, sources: Iterable[Path]) -> None:
-    """Copy the classifier pass (samples, outputs, their batch markers) of other rank stores into ``target``."""
-    for src in sources:
-        if Path(src).resolve() == target.path.resolve():
-            continue
-        _attach_copy(target, Path(src), {"samples": "", "outputs": "",
-                                         "batches": "WHERE method = 'classifier'"})
+def _open_read_only(path: Path, immutable: bool) -> sqlite3.Connection:
+    """A read-only connection; ``immutable`` (no locks, no WAL index) for closed stores nobody writes meanwhile,
+    which keeps reading another process's store safe on network filesystems."""
+    if not path.is_file():
+        raise StoreError(f"cannot read results file {path}: no such file (did every rank start?)")
+    flag = "immutable=1" if immutable else "mode=ro"
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{flag}", uri=True, timeout=60)
 
 
-def merge_stores(target: ResultStore, sources: Iterable[Path]) -> None:
-    """Merge whole result stores into ``target`` (its manifest must be set).
+def read_classifier_rows(paths: Iterable[Path]) -> dict[str, list[tuple]]:
+    """The classifier pass (samples, outputs, their batch markers) of closed rank stores, table -> rows."""
+    rows: dict[str, list[tuple]] = {t: [] for t in CLASSIFIER_TABLES}
+    for path in paths:
+        con = _open_read_only(Path(path), immutable=True)
+        try:
+            for table, where in CLASSIFIER_TABLES.items():
+                rows[table] += con.execute(f"SELECT * FROM {table} {where}").fetchall()
+        finally:
+            con.close()
+    return rows
+
+
+def write_rows(target: ResultStore, rows: dict[str, list[tuple]]) -> None:
+    """``INSERT OR REPLACE`` rows (table -> rows) into ``target`` in one transaction."""
+    with target.db:
+        for table, values in rows.items():
+            if values:
+                marks = ", ".join("?" * len(values[0]))
+                target.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", values)
+
+
+def merge_stores(target: ResultStore, sources: Iterable[Path], immutable: bool = False) -> None:
+    """Merge whole result stores into ``target`` (its manifest must be set), one transaction per source.
 
     Every source must hold the same manifest ``config`` as ``target`` and the same configuration for each method
     they share; otherwise :class:`StoreError` names the differing keys and nothing of that source is copied.
     Rows are keyed by (method, set, id[, key]) and computed deterministically, so a merge is idempotent.
+    ``immutable``: the sources are closed and unchanging (rank stores after the last barrier).
     """
     mine = (target.get_meta("manifest") or {}).get("config", {})
     for src in sources:
         src = Path(src)
         if src.resolve() == target.path.resolve():
             continue
-        if not src.is_file():
-            raise StoreError(f"cannot merge {src}: no such results file")
-        con = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=60)
+        con = _open_read_only(src, immutable)
         try:
             meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+            _check_mergeable(target, src, mine, meta)
+            for key, ident in meta.items():
+                if key.startswith("method:"):
+                    target.set_meta(key, ident)
+            with target.db:
+                for table in DATA_TABLES:
+                    cur = con.execute(f"SELECT * FROM {table}")
+                    while chunk := cur.fetchmany(2048):
+                        marks = ", ".join("?" * len(chunk[0]))
+                        target.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", chunk)
         finally:
             con.close()
-        theirs = (meta.get("manifest") or {}).get("config", {})
-        if theirs != mine:
-            raise StoreError(f"cannot merge {src} into {target.path}: different configuration (differs in: "
-                             f"{_config_diff(mine, theirs)})")
-        for key, ident in meta.items():
-            if key.startswith("method:"):
-                old = target.get_meta(key)
-                if old is not None and old != ident:
-                    raise StoreError(f"cannot merge {src} into {target.path}: method {key[7:]!r} was run with "
-                                     f"another configuration (differs in: {_config_diff(old, ident)})")
-        for key, ident in meta.items():
-            if key.startswith("method:"):
-                target.set_meta(key, ident)
-        _attach_copy(target, src, {t: "" for t in DATA_TABLES})
 
 
-def _attach_copy(target: ResultStore, src: Path, tables: dict[str, str]) -> None:
-    """``INSERT OR REPLACE`` the rows of ``tables`` (name -> WHERE clause) from ``src`` in one transaction."""
-    if not src.is_file():
-        raise StoreError(f"cannot merge {src}: no such results file (did every rank start?)")
-    db = target.db
-    db.execute("ATTACH DATABASE ? AS other", (str(src),))
-    try:
-        with db:
-            for table, where in tables.items():
-                db.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM other.{table} {where}")
-    finally:
-        db.execute("DETACH DATABASE other")
+def _check_mergeable(target: ResultStore, src: Path, mine: dict, meta: dict) -> None:
+    theirs = (meta.get("manifest") or {}).get("config", {})
+    if theirs != mine:
+        raise StoreError(f"cannot merge {src} into {target.path}: different configuration (differs in: "
+                         f"{_config_diff(mine, theirs)})")
+    for key, ident in meta.items():
+        old = target.get_meta(key) if key.startswith("method:") else None
+        if old is not None and old != ident:
+            raise StoreError(f"cannot merge {src} into {target.path}: method {key[7:]!r} was run with another "
+                             f"configuration (differs in: {_config_diff(old, ident)})")

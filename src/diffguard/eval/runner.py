@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
 from diffguard.eval.datasets import ImageSource
-from diffguard.eval.distributed import Dist, barrier, import_classifier_rows, merge_stores
+from diffguard.eval.distributed import Dist, barrier, merge_stores, read_classifier_rows, write_rows
 from diffguard.eval.methods import MethodConfig, build_method
 from diffguard.eval.preflight import preflight
 from diffguard.eval.store import ResultStore, StoreError
@@ -194,10 +194,11 @@ class Runner:
     def run(self, methods: Sequence[str] | None = None) -> ResultStore | None:
         """Run the classifier pass and the given methods (default: all); returns the open store.
 
-        In a group of ``N`` processes: each rank runs its share of the classifier pass into its own store; after
-        a barrier every rank copies the others' classifier rows (fits and post-hoc scores need all of them);
-        post-hoc baselines (one unit, batch 0) fall to rank 0, image-level batches are shared out; after a last
-        barrier rank 0 merges the rank stores into ``results.sqlite`` and returns it, other ranks return None.
+        In a group of ``N`` processes: each rank runs its share of the classifier pass into its own store, then
+        every rank copies the others' classifier rows (fits and post-hoc scores need all of them); post-hoc
+        baselines (one unit, batch 0) fall to rank 0, image-level batches are shared out; after a last barrier
+        rank 0 merges the rank stores into ``results.sqlite`` and returns it, other ranks return None. A rank
+        only reads another's file while that file is closed, between two barriers.
         """
         preflight(self.out)
         d = self.dist
@@ -207,8 +208,7 @@ class Runner:
             self._check_method(store, m)
         self.classifier_pass(store)
         if d.active:
-            barrier(d)
-            import_classifier_rows(store, self.rank_stores())
+            store = self._share_classifier_rows(store)
         self._methods(store, chosen)
         return self._gather(store) if d.active else store
 
@@ -216,14 +216,28 @@ class Runner:
         """The per-rank store files of this run's group."""
         return [Dist(r, self.dist.world_size).store_path(self.out) for r in range(self.dist.world_size)]
 
-    def _gather(self, store: ResultStore) -> ResultStore | None:
-        """Wait for every rank; rank 0 merges the rank stores into ``results.sqlite``."""
-        barrier(self.dist)
+    def _share_classifier_rows(self, store: ResultStore) -> ResultStore:
+        """Give every rank the whole classifier pass; returns the rank's store, reopened."""
+        path = store.path
         store.close()
+        barrier(self.dist)  # every rank's share is on disk, its file closed
+        rows = read_classifier_rows([p for p in self.rank_stores() if p != path])
+        barrier(self.dist)  # every rank has read the others' files: each may write its own again
+        store = ResultStore(path, self.manifest)
+        write_rows(store, rows)
+        return store
+
+    def _gather(self, store: ResultStore) -> ResultStore | None:
+        """Wait for every rank; rank 0 merges every rank store of the folder into ``results.sqlite``.
+
+        Rank files left by an earlier run with another world size are merged too (same configuration only).
+        """
+        store.close()
+        barrier(self.dist)
         if not self.dist.main:
             return None
         merged = ResultStore(self.out / "results.sqlite", self.manifest)
-        merge_stores(merged, self.rank_stores())
+        merge_stores(merged, sorted(self.out.glob("results.rank*.sqlite")), immutable=True)
         return merged
 
     def _methods(self, store: ResultStore, chosen: list[MethodConfig]) -> None:
