@@ -206,6 +206,10 @@ class Runner:
         chosen = [m for m in self.cfg.methods if methods is None or m.name in methods]
         for m in chosen:
             self._check_method(store, m)
+        if d.active and d.main:  # refuse now, not after hours of work, what the final merge would refuse
+            with ResultStore(self.out / "results.sqlite", self.manifest) as merged:
+                for m in chosen:
+                    self._check_method(merged, m)
         self.classifier_pass(store)
         if d.active:
             store = self._share_classifier_rows(store)
