@@ -97,6 +97,40 @@ def finish_group(d: Dist) -> None:
         tdist.destroy_process_group()
 
 
+def rank_stores(out: Path, world_size: int) -> list[Path]:
+    """The store files of the ranks of a group of ``world_size`` processes writing into ``out``."""
+    return [Dist(r, world_size).store_path(out) for r in range(world_size)]
+
+
+def share_classifier_rows(store: ResultStore, d: Dist, manifest: dict) -> ResultStore:
+    """Give every rank the whole classifier pass (fits and post-hoc scores need all rows); returns the rank's
+    store, reopened. A rank reads the others' files only while they are closed, between two barriers."""
+    path = store.path
+    store.close()
+    barrier(d)  # every rank's share is on disk, its file closed
+    rows = read_classifier_rows([p for p in rank_stores(path.parent, d.world_size) if p != path])
+    barrier(d)  # every rank has read the others' files: each may write its own again
+    store = ResultStore(path, manifest)
+    write_rows(store, rows)
+    return store
+
+
+def gather_stores(store: ResultStore, d: Dist, manifest: dict) -> ResultStore | None:
+    """Wait for every rank; rank 0 merges every rank store of the folder into ``results.sqlite`` and returns it.
+
+    Rank files left by an earlier run with another world size are merged too (same configuration only).
+    Other ranks return None.
+    """
+    out = store.path.parent
+    store.close()
+    barrier(d)
+    if not d.main:
+        return None
+    merged = ResultStore(out / "results.sqlite", manifest)
+    merge_stores(merged, sorted(out.glob("results.rank*.sqlite")), immutable=True)
+    return merged
+
+
 def _config_diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 

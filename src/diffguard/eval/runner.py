@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
 from diffguard.eval.datasets import ImageSource
-from diffguard.eval.distributed import Dist, barrier, merge_stores, read_classifier_rows, write_rows
+from diffguard.eval.distributed import Dist, gather_stores, share_classifier_rows
 from diffguard.eval.methods import MethodConfig, build_method
 from diffguard.eval.preflight import preflight
 from diffguard.eval.store import ResultStore, StoreError
@@ -212,37 +212,9 @@ class Runner:
                     self._check_method(merged, m)
         self.classifier_pass(store)
         if d.active:
-            store = self._share_classifier_rows(store)
+            store = share_classifier_rows(store, d, self.manifest)
         self._methods(store, chosen)
-        return self._gather(store) if d.active else store
-
-    def rank_stores(self) -> list[Path]:
-        """The per-rank store files of this run's group."""
-        return [Dist(r, self.dist.world_size).store_path(self.out) for r in range(self.dist.world_size)]
-
-    def _share_classifier_rows(self, store: ResultStore) -> ResultStore:
-        """Give every rank the whole classifier pass; returns the rank's store, reopened."""
-        path = store.path
-        store.close()
-        barrier(self.dist)  # every rank's share is on disk, its file closed
-        rows = read_classifier_rows([p for p in self.rank_stores() if p != path])
-        barrier(self.dist)  # every rank has read the others' files: each may write its own again
-        store = ResultStore(path, self.manifest)
-        write_rows(store, rows)
-        return store
-
-    def _gather(self, store: ResultStore) -> ResultStore | None:
-        """Wait for every rank; rank 0 merges every rank store of the folder into ``results.sqlite``.
-
-        Rank files left by an earlier run with another world size are merged too (same configuration only).
-        """
-        store.close()
-        barrier(self.dist)
-        if not self.dist.main:
-            return None
-        merged = ResultStore(self.out / "results.sqlite", self.manifest)
-        merge_stores(merged, sorted(self.out.glob("results.rank*.sqlite")), immutable=True)
-        return merged
+        return gather_stores(store, d, self.manifest) if d.active else store
 
     def _methods(self, store: ResultStore, chosen: list[MethodConfig]) -> None:
         train = None
