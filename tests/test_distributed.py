@@ -48,6 +48,21 @@ def test_dist_from_env_and_ownership(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from diffguard.eval.distributed import choose_backend
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_backend() == "gloo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert choose_backend() == "gloo"  # more processes than GPUs on this machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert choose_backend() == "nccl"
+
+
 def test_sharded_ranks_cover_every_batch_once(tmp_path: Path, tiny_models: tuple[Path, Path],
                                               fake_fmnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two ranks as threads (a thread barrier for the process group's): disjoint batches that merge to the whole."""

@@ -65,14 +65,22 @@ def dist_from_env() -> Dist:
     return Dist(rank, world, local)
 
 
+def choose_backend() -> str:
+    """NCCL when every process of this machine (``LOCAL_WORLD_SIZE``) gets its own CUDA device, else gloo."""
+    import torch
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= local else "gloo"
+
+
 def init_group(d: Dist) -> None:
-    """Join the process group (env:// rendezvous): NCCL when CUDA is present, else gloo. No-op for one process."""
+    """Join the process group (env:// rendezvous; backend from :func:`choose_backend`). No-op for one process."""
     import torch
     import torch.distributed as tdist
 
     if not d.active or tdist.is_initialized():
         return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = choose_backend()
     if backend == "nccl":
         torch.cuda.set_device(d.local_rank)
     tdist.init_process_group(backend, init_method="env://", timeout=BARRIER_TIMEOUT)
