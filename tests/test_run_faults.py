@@ -96,6 +96,11 @@ def test_report_merges_folders_of_one_configuration(tmp_path: Path, tiny_models:
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     for name in ("scores.csv", "metrics.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "all" / name).read_bytes(), name
+    extra = {**cfg, "methods": [{"name": "mls"}]}
+    assert _bench(extra, tmp_path, tmp_path / "x", fake_fmnist_root) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "x")]) == 0
+    assert "not reported: ['mls']" in capsys.readouterr().out
     other = {**cfg, "limit": 2}
     assert _bench(other, tmp_path, tmp_path / "c", fake_fmnist_root) == 0
     capsys.readouterr()

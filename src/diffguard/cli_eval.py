@@ -147,6 +147,10 @@ def run_report_command(args: argparse.Namespace) -> int:
             from diffguard.eval.distributed import merge_stores
 
             merge_stores(store, [_results_file(f) for f in others])
+            extra = sorted({r[0] for r in store.db.execute("SELECT DISTINCT method FROM batches")}
+                           - {"classifier", *(m.name for m in cfg.methods)})
+            if extra:
+                print(f"note: merged results of methods not in {cfg_file} are kept but not reported: {extra}")
         manifest = store.get_meta("manifest") or {}
         return _finish(runner, store, manifest)
 
