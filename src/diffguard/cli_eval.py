@@ -43,7 +43,8 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--diffusion", default=None, help="fmnist6-format diffusion folder (default: the shipped one)")
     s.add_argument("--threads", type=int, default=None)
     r = sub.add_parser("report", help="recompute metrics and rewrite the outputs of a results folder")
-    r.add_argument("results", help="a folder written by `diffguard benchmark`")
+    r.add_argument("results", nargs="+", help="a folder written by `diffguard benchmark`; with more folders, "
+                   "their results (same configuration) are first merged into the first one")
 
 
 def _threads(n: int | None) -> None:
@@ -96,7 +97,9 @@ def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
 
 def run_benchmark_command(args: argparse.Namespace) -> int:
     from diffguard.eval.config import load_run_config
+    from diffguard.eval.distributed import dist_from_env, finish_group, init_group
     from diffguard.eval.manifest import build_manifest
+    from diffguard.eval.preflight import preflight
     from diffguard.eval.runner import Runner, config_dict
 
     _threads(args.threads)
@@ -111,12 +114,21 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     t0 = time.time()
     manifest = build_manifest({"models": _model_hashes(cfg)}, {}, _data_files(cfg),
                               {"run_config": config_dict(cfg)})
-    runner = Runner(cfg, out, manifest, progress=not args.no_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(config_dict(cfg), indent=2))
-    with runner.run(methods) as store:
-        manifest["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
-        return _finish(runner, store, manifest)
+    dist = dist_from_env()  # torchrun: this process's rank; else a single process
+    preflight(out)
+    runner = Runner(cfg, out, manifest, progress=not args.no_progress and dist.main, dist=dist)
+    init_group(dist)
+    try:
+        if dist.main:
+            (out / "run_config.json").write_text(json.dumps(config_dict(cfg), indent=2))
+        store = runner.run(methods)
+        if store is None:  # a rank > 0: its share is in results.rank{r}.sqlite, rank 0 merged it
+            return 0
+        with store:
+            manifest["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
+            return _finish(runner, store, manifest)
+    finally:
+        finish_group(dist)
 
 
 def run_report_command(args: argparse.Namespace) -> int:
@@ -124,7 +136,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     from diffguard.eval.runner import Runner
     from diffguard.eval.store import ResultStore
 
-    folder = Path(args.results)
+    folder, *others = [Path(f) for f in args.results]
     cfg_file = folder / "run_config.json"
     if not cfg_file.is_file():
         raise StoreError(f"{folder} has no run_config.json; is it a folder written by `diffguard benchmark`?")
@@ -133,8 +145,23 @@ def run_report_command(args: argparse.Namespace) -> int:
     cfg = build_run_config({**data, "fusion": fusion})
     runner = Runner(cfg, folder, progress=False)
     with ResultStore(folder / "results.sqlite") as store:
+        if others:
+            from diffguard.eval.distributed import merge_stores
+
+            merge_stores(store, [_results_file(f) for f in others])
+            extra = sorted({r[0] for r in store.db.execute("SELECT DISTINCT method FROM batches")}
+                           - {"classifier", *(m.name for m in cfg.methods)})
+            if extra:
+                print(f"note: merged results of methods not in {cfg_file} are kept but not reported: {extra}")
         manifest = store.get_meta("manifest") or {}
         return _finish(runner, store, manifest)
+
+
+def _results_file(folder: Path) -> Path:
+    path = folder / "results.sqlite"
+    if not path.is_file():
+        raise StoreError(f"{folder} has no results.sqlite; is it a folder written by `diffguard benchmark`?")
+    return path
 
 
 EVAL_COMMANDS = {"benchmark": run_benchmark_command, "report": run_report_command, "score": run_score_command}

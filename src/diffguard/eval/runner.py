@@ -4,6 +4,9 @@ Work is split into fixed batches (the run's row plan and batch size are part of 
 is committed to the :class:`~diffguard.eval.store.ResultStore` with its completion marker, so an interrupted run
 resumes where it stopped and ends with results identical to an uninterrupted one. Per-set sample limits draw a
 fixed-seed subset. Evaluation and outputs live in :mod:`diffguard.eval.evaluate`.
+
+Under ``torchrun`` (``Dist.world_size > 1``) the same batches are shared out by rank (batch ``b`` to rank
+``b % world_size``); see :mod:`diffguard.eval.distributed` and :meth:`Runner.run` for the phases.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from tqdm.auto import tqdm
 
 from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
 from diffguard.eval.datasets import ImageSource
+from diffguard.eval.distributed import Dist, gather_stores, share_classifier_rows
 from diffguard.eval.methods import MethodConfig, build_method
+from diffguard.eval.preflight import preflight
 from diffguard.eval.store import ResultStore, StoreError
 
 
@@ -117,11 +122,15 @@ def batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 class Runner:
-    """Runs one :class:`RunConfig` into ``out`` (``results.sqlite`` plus exports)."""
+    """Runs one :class:`RunConfig` into ``out`` (``results.sqlite`` plus exports).
+
+    ``dist`` places this process in a ``torchrun`` group (default: a single process, the whole work).
+    """
 
     def __init__(self, cfg: RunConfig, out: str | Path, manifest: dict[str, Any] | None = None,
-                 progress: bool = True, spec: BenchmarkSpec | None = None):
+                 progress: bool = True, spec: BenchmarkSpec | None = None, dist: Dist | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.dist = dist or Dist()
         self.spec = spec or get_benchmark(cfg.benchmark)
         if cfg.image_size is not None:
             self.spec = dataclasses.replace(self.spec, image_size=cfg.image_size)
@@ -182,13 +191,32 @@ class Runner:
         return [fmnist6_classifier(f) for f in folders]
 
     # -- running ----------------------------------------------------------------------------------------------
-    def run(self, methods: Sequence[str] | None = None) -> ResultStore:
-        """Run the classifier pass and the given methods (default: all); returns the open store."""
-        store = ResultStore(self.out / "results.sqlite", self.manifest)
+    def run(self, methods: Sequence[str] | None = None) -> ResultStore | None:
+        """Run the classifier pass and the given methods (default: all); returns the open store.
+
+        In a group of ``N`` processes: each rank runs its share of the classifier pass into its own store, then
+        every rank copies the others' classifier rows (fits and post-hoc scores need all of them); post-hoc
+        baselines (one unit, batch 0) fall to rank 0, image-level batches are shared out; after a last barrier
+        rank 0 merges the rank stores into ``results.sqlite`` and returns it, other ranks return None. A rank
+        only reads another's file while that file is closed, between two barriers.
+        """
+        preflight(self.out)
+        d = self.dist
+        store = ResultStore(d.store_path(self.out), self.manifest)
         chosen = [m for m in self.cfg.methods if methods is None or m.name in methods]
         for m in chosen:
             self._check_method(store, m)
+        if d.active and d.main:  # refuse now, not after hours of work, what the final merge would refuse
+            with ResultStore(self.out / "results.sqlite", self.manifest) as merged:
+                for m in chosen:
+                    self._check_method(merged, m)
         self.classifier_pass(store)
+        if d.active:
+            store = share_classifier_rows(store, d, self.manifest)
+        self._methods(store, chosen)
+        return gather_stores(store, d, self.manifest) if d.active else store
+
+    def _methods(self, store: ResultStore, chosen: list[MethodConfig]) -> None:
         train = None
         for m in chosen:
             try:
@@ -197,14 +225,13 @@ class Runner:
                 self.skipped[m.name] = str(err)
                 print(f"diffguard: skipping method {m.name!r}: {err}")
                 continue
-            if hasattr(method, "fit"):
+            if hasattr(method, "fit") and (method.needs_images or self.dist.owns(0)):
                 train = train if train is not None else self.outputs(store, self.spec.by_role("train")[0].name)
                 method.fit(train)
             if method.needs_images:
                 self.image_pass(store, m, method)
             else:
                 self.output_pass(store, m, method)
-        return store
 
     def identity(self, m: MethodConfig) -> dict[str, Any]:
         """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
@@ -234,7 +261,7 @@ class Runner:
             done = store.done_batches("classifier", name)
             with self._bar(len(chunks), len(done), f"classifier {name}") as bar:
                 for b, rows in enumerate(chunks):
-                    if b in done:
+                    if b in done or not self.dist.owns(b):
                         continue
                     t0 = time.perf_counter()
                     with torch.no_grad():
@@ -255,7 +282,7 @@ class Runner:
     def output_pass(self, store: ResultStore, m: MethodConfig, method: Any) -> None:
         """A post-hoc baseline on the cached outputs: one unit per set."""
         for name in self.eval_sets():
-            if 0 in store.done_batches(m.name, name):
+            if 0 in store.done_batches(m.name, name) or not self.dist.owns(0):
                 continue
             t0 = time.perf_counter()
             scores = method.score_outputs(self.outputs(store, name))
@@ -270,7 +297,7 @@ class Runner:
             done = store.done_batches(m.name, name)
             with self._bar(len(chunks), len(done), f"{m.name} {name}") as bar:
                 for b, rows in enumerate(chunks):
-                    if b in done:
+                    if b in done or not self.dist.owns(b):
                         continue
                     t0 = time.perf_counter()
                     scores, images = method.score_batch(src.load(rows), src.ids[rows], src.labels[rows])
