@@ -25,6 +25,7 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--methods", default=None, help="comma-separated subset of the config's methods to compute")
     b.add_argument("--data-root", default=None, help="data folder (fmnist6: Fashion-MNIST IDX files)")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--device", default=None, help="auto (CUDA when present; default), cpu, cuda, cuda:N")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
     s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
@@ -105,6 +106,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     _threads(args.threads)
     overrides = list(args.overrides) + ([f"limit={args.limit}"] if args.limit is not None else [])
     overrides += [f"data_root={args.data_root!r}"] if args.data_root else []
+    overrides += [f"device={args.device}"] if args.device else []
     cfg = load_run_config(args.config, overrides)
     out = Path(args.out or Path("results") / Path(args.config).stem)
     methods = args.methods.split(",") if args.methods else None

@@ -26,6 +26,7 @@ from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchma
 from diffguard.eval.datasets import ImageSource
 from diffguard.eval.distributed import Dist, gather_stores, share_classifier_rows
 from diffguard.eval.methods import MethodConfig, build_method
+from diffguard.eval.placement import resolve_device, to_device
 from diffguard.eval.preflight import preflight
 from diffguard.eval.store import ResultStore, StoreError
 
@@ -67,6 +68,7 @@ class RunConfig:
         gallery: input / synthesis pairs per end (most and least OOD) per set in the report.
         ablation: the name of the setting the methods vary (an ablation study); adds ``ablation.md`` and
             ``ablation.png`` (AUROC per variant) to the outputs.
+        device: "auto" (``cuda:<local rank>`` when CUDA is available, else CPU), "cpu", "cuda", "cuda:N".
     """
 
     benchmark: str = "fmnist6"
@@ -85,6 +87,7 @@ class RunConfig:
     image_size: int | None = None
     gallery: int = 6
     ablation: str | None = None
+    device: str = "auto"
 
     def plan_key(self) -> dict[str, Any]:
         """The settings that define the work units; a results file is only resumed under the same ones."""
@@ -131,6 +134,7 @@ class Runner:
                  progress: bool = True, spec: BenchmarkSpec | None = None, dist: Dist | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.dist = dist or Dist()
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.spec = spec or get_benchmark(cfg.benchmark)
         if cfg.image_size is not None:
             self.spec = dataclasses.replace(self.spec, image_size=cfg.image_size)
@@ -161,14 +165,14 @@ class Runner:
         if self._classifier is None:
             from diffguard.eval.models import build_classifier
 
-            self._classifier = build_classifier(self.cfg.classifier)
+            self._classifier = to_device(build_classifier(self.cfg.classifier), self.device)
         return self._classifier
 
     def backend(self) -> Any:
         if self._backend is None:
             from diffguard.eval.models import build_backend
 
-            self._backend = build_backend(self.cfg.diffusion)
+            self._backend = to_device(build_backend(self.cfg.diffusion), self.device)
         return self._backend
 
     def member_folders(self) -> list[str]:
@@ -188,7 +192,7 @@ class Runner:
             raise MethodUnavailable(f"Deep Ensemble needs >= 2 classifiers, found {folders}; train members with "
                                     "`diffguard train classifier --seed N --out src/diffguard/weights/"
                                     "fmnist6-classifier-sN` or set `ensemble: [folders]`")
-        return [fmnist6_classifier(f) for f in folders]
+        return [to_device(fmnist6_classifier(f), self.device) for f in folders]
 
     # -- running ----------------------------------------------------------------------------------------------
     def run(self, methods: Sequence[str] | None = None) -> ResultStore | None:
@@ -265,7 +269,8 @@ class Runner:
                         continue
                     t0 = time.perf_counter()
                     with torch.no_grad():
-                        logits, feats = self.classifier.logits_and_features(src.load(rows))
+                        logits, feats = self.classifier.logits_and_features(src.load(rows).to(self.device))
+                        logits, feats = logits.cpu(), feats.cpu()
                     store.write_batch("classifier", name, b, src.ids[rows].tolist(), labels=src.labels[rows].numpy(),
                                       predictions=logits.argmax(1).numpy(), logits=logits.numpy(),
                                       features=feats.numpy(), seconds=time.perf_counter() - t0)
@@ -277,7 +282,8 @@ class Runner:
         src, rows = self.sources[set_name], self.plan[set_name]
         ids = src.ids[rows].numpy()
         logits, feats = store.outputs(set_name, ids)
-        return ClassifierOutputs(torch.from_numpy(logits), torch.from_numpy(feats), src.labels[rows])
+        return ClassifierOutputs(torch.from_numpy(logits).to(self.device), torch.from_numpy(feats).to(self.device),
+                                 src.labels[rows].to(self.device))
 
     def output_pass(self, store: ResultStore, m: MethodConfig, method: Any) -> None:
         """A post-hoc baseline on the cached outputs: one unit per set."""
@@ -300,7 +306,8 @@ class Runner:
                     if b in done or not self.dist.owns(b):
                         continue
                     t0 = time.perf_counter()
-                    scores, images = method.score_batch(src.load(rows), src.ids[rows], src.labels[rows])
+                    x = src.load(rows).to(self.device)
+                    scores, images = method.score_batch(x, src.ids[rows], src.labels[rows])
                     store.write_batch(m.name, name, b, src.ids[rows].tolist(), scores, images=_thumbs(images),
                                       seconds=time.perf_counter() - t0)
                     bar.update(1)
