@@ -97,3 +97,26 @@ def test_registered_specs() -> None:
         get_benchmark("cifar-10")
     with pytest.raises(DataError, match="--data-root"):
         open_benchmark(cifar, None)
+
+
+def test_image_modes_and_sizes(tmp_path: Path) -> None:
+    """Grayscale, RGBA, 16-bit and odd sizes load with the documented conversions; truncated files are refused."""
+    gray = np.full((30, 50), 200, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    x = load_image(tmp_path / "g.png", 8, 3)
+    assert x.shape == (3, 8, 8) and torch.allclose(x, torch.full_like(x, 200 / 127.5 - 1), atol=1e-6)
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 0  # red, fully transparent: alpha is dropped, not composited
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    x = load_image(tmp_path / "a.png", 10, 3)
+    assert torch.allclose(x[0], torch.ones(10, 10)) and torch.allclose(x[1], -torch.ones(10, 10))
+    deep = np.full((12, 12), 65535, np.uint16)
+    deep[:6] = 32768
+    Image.fromarray(deep).save(tmp_path / "d16.png")
+    x = load_image(tmp_path / "d16.png", 12, 1)
+    assert torch.allclose(x[0, 6:], torch.ones(6, 12)), "16-bit white must stay white"
+    assert torch.allclose(x[0, :6], torch.full((6, 12), 128 / 127.5 - 1), atol=1e-6), "16-bit grey must not clip"
+    data = (tmp_path / "g.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="corrupt"):
+        load_image(tmp_path / "t.png", 8, 1)

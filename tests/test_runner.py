@@ -81,23 +81,23 @@ def _done(db: Path, method: str) -> int:
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_identical_results(tmp_path: Path, tiny_models: tuple[Path, Path],
-                                                    fake_fmnist_root: Path) -> None:
+def test_kill_9_twice_then_resume_gives_identical_results(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                                          fake_fmnist_root: Path) -> None:
     cfg = tiny_config(tiny_models, batch_size=2, limit=8, val_limit=4)
     cfg["methods"][2]["overrides"] = ["inversion.steps=20", "inversion.cap=16"]
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     total = 2 + 4 * 5  # val: 4 rows / 2; test and four OOD sets: 8 rows / 2
-    proc = _run_cli(cfg_file, tmp_path / "a", fake_fmnist_root)
     db = tmp_path / "a" / "results.sqlite"
-    deadline = time.time() + 120
-    while _done(db, "dg") < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed: " + proc.communicate()[0][-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = _done(db, "dg")
-    assert 3 <= killed_at < total
+    for at in (2, 9):  # two kills at different moments: early in the DiffGuard pass, then past half of it
+        proc = _run_cli(cfg_file, tmp_path / "a", fake_fmnist_root)
+        deadline = time.time() + 120
+        while _done(db, "dg") < at and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.communicate()[0][-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert at <= _done(db, "dg") < total
     resumed = _run_cli(cfg_file, tmp_path / "a", fake_fmnist_root)
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[0][-2000:]
     fresh = _run_cli(cfg_file, tmp_path / "b", fake_fmnist_root)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -84,8 +84,30 @@ def read_image_list(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
     return items
 
 
+def _to_8bit(im: Any) -> Any:
+    """16-bit and 32-bit integer / float grayscale images scaled to 8 bits by their type's range (PIL's own
+    ``convert("L")`` would clip 16-bit values at 255). 8-bit modes are returned unchanged."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im, dtype=np.float64) / 65535.0
+    elif im.mode == "I":
+        arr = np.asarray(im, dtype=np.float64)
+        arr = arr / 65535.0 if arr.max(initial=0) > 255 else arr / 255.0
+    elif im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 1:
+            raise DataError(f"float image with values in [{arr.min():.3g}, {arr.max():.3g}]: expected [0, 1]")
+    else:
+        return im
+    return Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8), mode="L")
+
+
 def load_image(path: Path, size: int, channels: int) -> Tensor:
     """Read one image file -> float32 (C, size, size) in [-1, 1] (resize the short side, then centre crop).
+
+    Conversions (as OpenOOD's loader): any colour mode to RGB (alpha dropped) or to grayscale; 16-bit images are
+    scaled by 65535 (not clipped); other sizes are resized bilinearly on the short side and centre-cropped.
 
     Raises:
         DataError: a missing, truncated or unreadable file.
@@ -94,7 +116,7 @@ def load_image(path: Path, size: int, channels: int) -> Tensor:
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
+            im = _to_8bit(im).convert("RGB" if channels == 3 else "L")
             w, h = im.size
             scale = size / min(w, h)
             im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
@@ -103,6 +125,8 @@ def load_image(path: Path, size: int, channels: int) -> Tensor:
             arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32)
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist; check --data-root and the image list") from None
+    except DataError as err:
+        raise DataError(f"cannot use image {path}: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"cannot read image {path}: {err}; the file is corrupt or not an image") from None
     t = torch.from_numpy(arr).reshape(size, size, channels).permute(2, 0, 1)
