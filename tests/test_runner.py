@@ -193,3 +193,13 @@ def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
     with pytest.raises(ValueError, match="needs a 'type'"):
         build_backend({"folder": "x"})
     assert spec_files({"type": "x", "folder": str(tiny_models[0]), "n": 3}, Path("d")) == [tiny_models[0]]
+
+
+def test_manifest_records_every_seed() -> None:
+    from diffguard.cli_eval import run_seeds
+
+    cfg = build_run_config({"benchmark": "fmnist6", "limit_seed": 3, "methods": [
+        {"name": "msp"}, {"name": "mc_dropout", "params": {"seed": 5}}, {"name": "diffnb"},
+        {"name": "dg", "kind": "diffguard", "preset": "fmnist6-cfg", "overrides": ["seed=7"]},
+        {"name": "dg0", "kind": "diffguard", "preset": "fmnist6-clean-grad"}]})
+    assert run_seeds(cfg) == {"limit_seed": 3, "msp": None, "mc_dropout": 5, "diffnb": 0, "dg": 7, "dg0": 0}

@@ -64,6 +64,20 @@ def _model_hashes(cfg: Any) -> dict[str, list[str]]:
             for kind in ("classifier", "diffusion")}
 
 
+def run_seeds(cfg: Any) -> dict[str, Any]:
+    """Every seed the run depends on: the sample-limit seed and each method's own seed (crops, oracle labels,
+    dropout, DiffNB noise); methods without randomness get None."""
+    from diffguard.presets import PRESETS, apply_overrides
+
+    seeds: dict[str, Any] = {"limit_seed": cfg.limit_seed}
+    for m in cfg.methods:
+        if m.kind == "diffguard":
+            seeds[m.name] = apply_overrides(PRESETS.get(m.preset)(**m.params), list(m.overrides)).get("seed", 0)
+        else:
+            seeds[m.name] = m.params.get("seed", 0 if (m.baseline or m.name) in ("mc_dropout", "diffnb") else None)
+    return seeds
+
+
 def _data_files(cfg: Any) -> list[Path]:
     if cfg.benchmark == "fmnist6":
         from diffguard.data.fashion_mnist import resolve_root
@@ -115,7 +129,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--methods: unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
     t0 = time.time()
     manifest = build_manifest({"models": _model_hashes(cfg)}, {}, _data_files(cfg),
-                              {"run_config": config_dict(cfg)})
+                              {"run_config": config_dict(cfg), "seeds": run_seeds(cfg)})
     dist = dist_from_env()  # torchrun: this process's rank; else a single process
     preflight(out)
     runner = Runner(cfg, out, manifest, progress=not args.no_progress and dist.main, dist=dist)
