@@ -27,6 +27,9 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--device", default=None, help="auto (CUDA when present; default), cpu, cuda, cuda:N")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.add_argument("--seed", type=int, default=None,
+                   help="seed of every stochastic method (cutouts, oracle labels, MC-Dropout, DiffNB); the sample "
+                   "draw keeps limit_seed. Aggregate several runs with `diffguard seeds`")
     s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
     s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
     s.add_argument("--preset", default="fmnist6-cfg", help="DiffGuard preset (default: fmnist6-cfg)")
@@ -43,6 +46,9 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--classifier", default=None, help="fmnist6-format classifier folder (default: the shipped one)")
     s.add_argument("--diffusion", default=None, help="fmnist6-format diffusion folder (default: the shipped one)")
     s.add_argument("--threads", type=int, default=None)
+    m = sub.add_parser("seeds", help="mean ± std of the metrics over runs that differ only in --seed")
+    m.add_argument("results", nargs="+", help="results folders of `diffguard benchmark ... --seed S`, two or more")
+    m.add_argument("--out", default=None, help="folder for seeds.{csv,json,md} (default: <first folder>-seeds)")
     r = sub.add_parser("report", help="recompute metrics and rewrite the outputs of a results folder")
     r.add_argument("results", nargs="+", help="a folder written by `diffguard benchmark`; with more folders, "
                    "their results (same configuration) are first merged into the first one")
@@ -76,6 +82,13 @@ def run_seeds(cfg: Any) -> dict[str, Any]:
         else:
             seeds[m.name] = m.params.get("seed", 0 if (m.baseline or m.name) in ("mc_dropout", "diffnb") else None)
     return seeds
+
+
+def seed_overrides(cfg: Any, seed: int) -> list[str]:
+    """``NAME.seed=S`` overrides for every seeded method whose seed is not already ``seed`` (none for seedless
+    methods, so a rerun with the config's own seeds resumes the same folder)."""
+    return [f"{name}.seed={seed}" for name, s in run_seeds(cfg).items()
+            if name != "limit_seed" and s is not None and s != seed]
 
 
 def _data_files(cfg: Any) -> list[Path]:
@@ -122,6 +135,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     overrides += [f"data_root={args.data_root!r}"] if args.data_root else []
     overrides += [f"device={args.device}"] if args.device else []
     cfg = load_run_config(args.config, overrides)
+    if args.seed is not None:
+        cfg = load_run_config(args.config, overrides + seed_overrides(cfg, args.seed))
     out = Path(args.out or Path("results") / Path(args.config).stem)
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or []) - {m.name for m in cfg.methods})
@@ -173,6 +188,25 @@ def run_report_command(args: argparse.Namespace) -> int:
         return _finish(runner, store, manifest)
 
 
+def run_seeds_command(args: argparse.Namespace) -> int:
+    from diffguard.eval.seeds import aggregate, check_same_plan, read_run, summary_rows
+    from diffguard.eval.tables import markdown_table, write_metric_tables
+
+    folders = [Path(f) for f in args.results]
+    runs = [read_run(f) for f in folders]
+    names = [str(f) for f in folders]
+    check_same_plan([c for c, _ in runs], names)
+    rows = aggregate([r for _, r in runs], names)
+    out = Path(args.out) if args.out else folders[0].with_name(folders[0].name + "-seeds")
+    out.mkdir(parents=True, exist_ok=True)
+    write_metric_tables(rows, out, stem="seeds")
+    summary = markdown_table(summary_rows(rows))
+    (out / "seeds-summary.md").write_text(f"# Mean ± std over {len(runs)} runs: {', '.join(names)}\n\n{summary}")
+    print(summary)
+    print(f"mean ± std (population std) over {len(runs)} runs; all rows: {out / 'seeds.md'}")
+    return 0
+
+
 def _results_file(folder: Path) -> Path:
     path = folder / "results.sqlite"
     if not path.is_file():
@@ -180,4 +214,5 @@ def _results_file(folder: Path) -> Path:
     return path
 
 
-EVAL_COMMANDS = {"benchmark": run_benchmark_command, "report": run_report_command, "score": run_score_command}
+EVAL_COMMANDS = {"benchmark": run_benchmark_command, "report": run_report_command, "score": run_score_command,
+                 "seeds": run_seeds_command}
