@@ -128,7 +128,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     from diffguard.eval.distributed import dist_from_env, finish_group, init_group
     from diffguard.eval.manifest import build_manifest
     from diffguard.eval.preflight import preflight
-    from diffguard.eval.runner import Runner, config_dict
+    from diffguard.eval.plan import config_dict
+    from diffguard.eval.runner import Runner
 
     _threads(args.threads)
     overrides = list(args.overrides) + ([f"limit={args.limit}"] if args.limit is not None else [])

@@ -60,7 +60,7 @@ def calibrate(detector: Any, args: argparse.Namespace) -> tuple[float, str]:
             raise ValueError(f"method {name!r} has no threshold in {path}; available: {sorted(thr)}")
         return float(thr[name]), f"{path} [{name}]"
     from diffguard.eval.benchmarks import get_benchmark, open_benchmark
-    from diffguard.eval.runner import select_rows
+    from diffguard.eval.plan import select_rows
 
     val = open_benchmark(get_benchmark("fmnist6"), args.data_root, ["val"])["val"]
     rows = select_rows(len(val), args.val_limit, 0, "val")

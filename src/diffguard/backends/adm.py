@@ -163,7 +163,7 @@ _TOP = {"input_blocks.0.0": "conv_in", "time_embed.0": "time_embedding.linear_1"
         "out.2": "conv_out"}
 
 
-def _block_map(cfg: AdmConfig) -> dict[str, tuple[str, str]]:
+def block_map(cfg: AdmConfig) -> dict[str, tuple[str, str]]:
     """ADM module prefix -> (diffusers prefix, kind) with kind in res / attn / conv (a plain resampling conv)."""
     nrb, levels, out = cfg.num_res_blocks, len(cfg.channel_mult), {}
     k = 1
@@ -225,7 +225,7 @@ def rename_unet_keys(state: Mapping[str, Tensor], top: Mapping[str, str],
 
 def convert_adm_state_dict(state: Mapping[str, Tensor], cfg: AdmConfig) -> dict[str, Tensor]:
     """Rename (and split the attention ``qkv`` of) an ADM state dict into ``UNet2DModel`` keys."""
-    return rename_unet_keys(state, _TOP, _block_map(cfg),
+    return rename_unet_keys(state, _TOP, block_map(cfg),
                             lambda target, rest, leaf, value: _attention(target, rest, leaf, value, cfg),
                             f"ADM layout {cfg}")
 

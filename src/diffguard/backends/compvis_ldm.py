@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from diffguard.backends.adm import AdmConfig, _block_map, rename_unet_keys
+from diffguard.backends.adm import AdmConfig, block_map, rename_unet_keys
 from diffguard.backends.compvis_vq import CompVisVQ, load_compvis_vq
 from diffguard.backends.latent import LatentBackend
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict, strip_prefix
@@ -86,7 +86,7 @@ def convert_unet_state_dict(state: Mapping[str, Tensor], lay: AdmConfig) -> dict
     """Rename an openaimodel UNet state dict (``model.diffusion_model.`` removed) into UNet2DConditionModel keys."""
     top = {"input_blocks.0.0": "conv_in", "time_embed.0": "time_embedding.linear_1",
            "time_embed.2": "time_embedding.linear_2", "out.0": "conv_norm_out", "out.2": "conv_out"}
-    return rename_unet_keys(state, top, _block_map(lay), lambda target, rest, leaf, value:
+    return rename_unet_keys(state, top, block_map(lay), lambda target, rest, leaf, value:
                             {f"{target}.{rest}.{leaf}": value},  # SpatialTransformer: the names match
                             "CompVis UNet layout")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from diffguard.eval.methods import MethodConfig
-from diffguard.eval.runner import FusionConfig, RunConfig
+from diffguard.eval.plan import FusionConfig, RunConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
