@@ -52,6 +52,12 @@ def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, P
         ev = evaluate(runner, store)
         report = write_outputs(runner, store, ev, {"machine": "test"})
     assert ev.complete == ["msp", "knn", "dg"] and not ev.incomplete
+    from diffguard.eval.evaluate import summary_rows
+
+    cost = {r["method"]: r["s / image"] for r in summary_rows(runner, ev)}
+    dg_title, msp_title = cfg.method("dg").title, cfg.method("msp").title
+    assert cost[dg_title] > cost[msp_title] > 0
+    assert cost[f"{dg_title} + {msp_title}"] == pytest.approx(cost[dg_title] + cost[msp_title])
     sets = {(r["key"], r["set"]) for r in ev.rows}
     for key in ("msp", "knn", "dg", "dg+msp", "dg+knn"):
         assert {(key, "near1"), (key, "far1"), (key, "near"), (key, "far"), (key, "all")} <= sets

@@ -8,6 +8,7 @@ A method missing scores for some planned rows is reported as incomplete and left
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class Evaluation:
     incomplete: dict[str, int]
     fusion: list[dict[str, Any]]
     thresholds: dict[str, float]
+    cost: dict[str, float] = dataclasses.field(default_factory=dict)  # row key -> compute seconds per image
 
 
 def test_sets(runner: Runner) -> list[str]:
@@ -96,6 +98,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     incomplete = {m: n for m, n in missing.items() if n}
     complete = [m for m in names if m not in incomplete]
     rows, thresholds = [], {}
+    cost = {m: store.seconds_per_image(m) for m in complete}
     for m in complete:
         s = table.scores[m]
         rows += _metric_rows(m, runner.cfg.method(m).title, s[sel[test]], {n: s[sel[n]] for n in ood_sets},
@@ -111,9 +114,10 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
         info = {"fusion": title, **fuse.report()}
         fusion_info.append(info)
+        cost[f"{f.diffguard}+{f.baseline}"] = cost[f.diffguard] + cost[f.baseline]
         rows += _metric_rows(f"{f.diffguard}+{f.baseline}", title, fused[test], {n: fused[n] for n in ood_sets},
                              groups, acc, {"fusion": f"q=({f.low_q}, {f.high_q})"})
-    return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds)
+    return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost)
 
 
 def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k: int) -> dict[str, list[Any]]:
@@ -180,25 +184,30 @@ def report_meta(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
-    """One row per method (fusions included): AUROC per group and both FPR@95 over all OOD sets."""
+    """One row per method (fusions included): AUROC per group, both FPR@95 over all OOD sets, and the method's
+    own compute seconds per image (the shared classifier pass excluded; a fusion counts both of its methods)."""
     rows, seen = [], []
     for r in ev.rows:
         if r["key"] not in seen:
             seen.append(r["key"])
     for key in seen:
         got = {r["set"]: r for r in ev.rows if r["key"] == key}
-        rows.append(_group_row("method", got["all"]["method"], got))
+        rows.append(_group_row("method", got["all"]["method"], got, ev.cost.get(key)))
     return rows
 
 
-def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """AUROC of each group row present in ``got`` (set -> metric row) and both FPR@95 of the "all" row."""
+def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]],
+               seconds: float | None = None) -> dict[str, Any]:
+    """AUROC of each group row present in ``got`` (set -> metric row), both FPR@95 of the "all" row and, when
+    given, the compute seconds per image."""
     row: dict[str, Any] = {label_key: label}
     for g in ("near", "far", "all"):
         if g in got:
             row[f"AUROC {g}"] = got[g]["AUROC"]
     for c in ABLATION_COLUMNS[1:]:
         row[f"{c} all"] = got["all"][c]
+    if seconds is not None:
+        row["s / image"] = seconds
     return row
 
 
@@ -211,7 +220,7 @@ def ablation_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
     for m in runner.cfg.methods:
         got = {r["set"]: r for r in ev.rows if r["key"] == m.name}
         if got:
-            rows.append(_group_row(runner.cfg.ablation or "variant", m.title, got))
+            rows.append(_group_row(runner.cfg.ablation or "variant", m.title, got, ev.cost.get(m.name)))
     return rows
 
 

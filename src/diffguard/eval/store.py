@@ -165,3 +165,9 @@ class ResultStore:
         """Summed compute seconds of a method's batches."""
         row = self.db.execute("SELECT COALESCE(SUM(seconds), 0) FROM batches WHERE method = ?", (method,)).fetchone()
         return float(row[0])
+
+    def seconds_per_image(self, method: str) -> float:
+        """Compute seconds per scored row of a method (its batches' summed seconds / their rows; NaN if none)."""
+        secs, rows = self.db.execute("SELECT COALESCE(SUM(seconds), 0), COALESCE(SUM(size), 0) FROM batches "
+                                     "WHERE method = ?", (method,)).fetchone()
+        return float(secs) / rows if rows else float("nan")
