@@ -148,3 +148,49 @@ def test_rank_zero_refuses_a_changed_method_before_work(tmp_path: Path, tiny_mod
     with pytest.raises(StoreError, match="another configuration"):
         Runner(build_run_config(changed), tmp_path / "o", progress=False, dist=Dist(0, 2)).run()
     assert not (tmp_path / "o" / "results.rank1.sqlite").exists()
+
+
+def test_two_ranks_resume_a_single_process_run(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                               fake_fmnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder started by one process (msp only), finished by two ranks: the ranks copy its classifier pass,
+    skip its finished batches, and the merged results equal one uninterrupted process's."""
+    import threading
+
+    import diffguard.eval.distributed as dist_mod
+
+    cfg = build_run_config(tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=3, val_limit=2,
+                                       batch_size=2))
+    Runner(cfg, tmp_path / "d", progress=False).run(["msp"]).close()
+    with sqlite3.connect(tmp_path / "d" / "results.sqlite") as con:
+        first_pass = set(con.execute("SELECT * FROM batches WHERE method = 'classifier'"))
+    wall = threading.Barrier(2, timeout=120)
+    monkeypatch.setattr(dist_mod, "barrier", lambda d: wall.wait())
+    errors: list[BaseException] = []
+
+    def rank(r: int) -> None:
+        try:
+            store = Runner(cfg, tmp_path / "d", progress=False, dist=Dist(r, 2)).run()
+            if store is not None:
+                store.close()
+        except BaseException as err:  # surfaced below; a dead thread would leave its peer at the barrier
+            errors.append(err)
+            wall.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    for r in (0, 1):
+        with sqlite3.connect(tmp_path / "d" / f"results.rank{r}.sqlite") as con:
+            classifier = set(con.execute("SELECT * FROM batches WHERE method = 'classifier'"))
+            mine = con.execute("SELECT COUNT(*) FROM batches WHERE method = 'msp'").fetchone()[0]
+            dg = con.execute("SELECT COUNT(*) FROM batches WHERE method = 'dg'").fetchone()[0]
+        assert mine == 0, f"rank {r} recomputed msp"
+        assert classifier == first_pass, f"rank {r} recomputed the classifier pass"  # same markers, same times
+        assert dg > 0
+    with Runner(cfg, tmp_path / "s", progress=False).run() as single:
+        want = single.db.execute("SELECT * FROM scores ORDER BY 1, 2, 3, 4").fetchall()
+    with ResultStore(tmp_path / "d" / "results.sqlite") as merged:
+        assert merged.db.execute("SELECT * FROM scores ORDER BY 1, 2, 3, 4").fetchall() == want

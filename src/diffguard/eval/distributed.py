@@ -152,17 +152,35 @@ def _open_read_only(path: Path, immutable: bool) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?{flag}", uri=True, timeout=60)
 
 
-def read_classifier_rows(paths: Iterable[Path]) -> dict[str, list[tuple]]:
-    """The classifier pass (samples, outputs, their batch markers) of closed rank stores, table -> rows."""
+def read_classifier_rows(paths: Iterable[Path], immutable: bool = True) -> dict[str, list[tuple]]:
+    """The classifier pass (samples, outputs, their batch markers) of closed stores, table -> rows."""
     rows: dict[str, list[tuple]] = {t: [] for t in CLASSIFIER_TABLES}
     for path in paths:
-        con = _open_read_only(Path(path), immutable=True)
+        con = _open_read_only(Path(path), immutable=immutable)
         try:
             for table, where in CLASSIFIER_TABLES.items():
                 rows[table] += con.execute(f"SELECT * FROM {table} {where}").fetchall()
         finally:
             con.close()
     return rows
+
+
+def read_prior(merged: Path) -> tuple[dict[str, list[tuple]], set[tuple[str, str, int]]]:
+    """What the folder's merged ``results.sqlite`` already holds, so a group resumes a run made by one process
+    (or an earlier group): its classifier-pass rows, and every finished (method, set, batch) of the methods.
+
+    Read while no process writes the file (rank 0 closed it before a barrier; the final merge comes after the
+    last one); not ``immutable``, so rows still in the WAL of a killed single-process run are seen.
+    """
+    if not merged.is_file():
+        return {t: [] for t in CLASSIFIER_TABLES}, set()
+    rows = read_classifier_rows([merged], immutable=False)
+    con = _open_read_only(merged, immutable=False)
+    try:
+        done = set(con.execute("SELECT method, set_name, batch FROM batches WHERE method != 'classifier'"))
+    finally:
+        con.close()
+    return rows, done
 
 
 def write_rows(target: ResultStore, rows: dict[str, list[tuple]]) -> None:

@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
-from diffguard.eval.distributed import Dist, gather_stores, share_classifier_rows
+from diffguard.eval import distributed
+from diffguard.eval.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
 from diffguard.eval.methods import MethodConfig, build_method
 from diffguard.eval.placement import resolve_device, to_device
 from diffguard.eval.plan import FusionConfig, RunConfig, batches, config_dict, row_plan, select_rows
@@ -63,6 +64,7 @@ class Runner:
         self._backend: Any = None
         self._classifier: Any = None
         self.skipped: dict[str, str] = {}
+        self._prior: set[tuple[str, str, int]] = set()  # (method, set, batch) already in a merged results.sqlite
 
     def _set_names(self) -> list[str]:
         names = self.cfg.sets or [s.name for s in self.spec.sets]
@@ -116,7 +118,9 @@ class Runner:
         every rank copies the others' classifier rows (fits and post-hoc scores need all of them); post-hoc
         baselines (one unit, batch 0) fall to rank 0, image-level batches are shared out; after a last barrier
         rank 0 merges the rank stores into ``results.sqlite`` and returns it, other ranks return None. A rank
-        only reads another's file while that file is closed, between two barriers.
+        only reads another's file while that file is closed, between two barriers. A group resumes what the
+        folder's ``results.sqlite`` already holds (a single-process run's, or an earlier group's): every rank
+        copies its classifier rows and skips its finished batches.
         """
         preflight(self.out)
         d = self.dist
@@ -128,6 +132,10 @@ class Runner:
             with ResultStore(self.out / "results.sqlite", self.manifest) as merged:
                 for m in chosen:
                     self._check_method(merged, m)
+        if d.active:
+            distributed.barrier(d)  # rank 0 has checked results.sqlite and closed it
+            rows, self._prior = read_prior(self.out / "results.sqlite")
+            write_rows(store, rows)
         self.classifier_pass(store)
         if d.active:
             store = share_classifier_rows(store, d, self.manifest)
@@ -168,6 +176,10 @@ class Runner:
                              f"{old}\n  now    {ident}\nrename the method or use another --out folder")
         store.set_meta(key, ident)
 
+    def _done(self, store: ResultStore, method: str, set_name: str) -> set[int]:
+        """Finished batches of a (method, set): in this process's store or in the merged store it resumes."""
+        return store.done_batches(method, set_name) | {b for m, s, b in self._prior if (m, s) == (method, set_name)}
+
     def _bar(self, total: int, done: int, desc: str) -> Any:
         return tqdm(total=total, initial=done, desc=desc, unit="batch", disable=not self.progress,
                     dynamic_ncols=True, leave=False)
@@ -202,7 +214,7 @@ class Runner:
     def output_pass(self, store: ResultStore, m: MethodConfig, method: Any) -> None:
         """A post-hoc baseline on the cached outputs: one unit per set."""
         for name in self.eval_sets():
-            if 0 in store.done_batches(m.name, name) or not self.dist.owns(0):
+            if 0 in self._done(store, m.name, name) or not self.dist.owns(0):
                 continue
             t0 = time.perf_counter()
             scores = method.score_outputs(self.outputs(store, name))
@@ -214,7 +226,7 @@ class Runner:
         size = m.batch_size or self.cfg.batch_size
         for name in self.eval_sets():
             src, chunks = self.sources[name], batches(self.plan[name], size)
-            done = store.done_batches(m.name, name)
+            done = self._done(store, m.name, name)
             with self._bar(len(chunks), len(done), f"{m.name} {name}") as bar:
                 for b, rows in enumerate(chunks):
                     if b in done or not self.dist.owns(b):
