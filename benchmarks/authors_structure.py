@@ -76,12 +76,12 @@ def invert_all_running(det: DiffGuard, x: Tensor, stop: StopRule | None) -> tupl
     with torch.no_grad():
         z0 = det.backend.encode(x)
         eps = inv.eps_fn(det.backend)
-        everyone = torch.arange(x.shape[0])
+        everyone = torch.arange(x.shape[0], device=x.device)
         xt, kept = z0.clone(), z0.clone()
-        level = torch.full((x.shape[0],), last, dtype=torch.long)
-        done = torch.zeros(x.shape[0], dtype=torch.bool)
+        level = torch.full((x.shape[0],), last, dtype=torch.long, device=x.device)
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for j in range(inv.first, last):
-            t = lv.timesteps[j + shift].expand(x.shape[0])
+            t = lv.timesteps[j + shift].to(x.device).expand(x.shape[0])
             xt = ddim_step(xt, eps(xt, t, everyone), lv.alphas[j], lv.alphas[j + 1])
             if stop is not None and j + 1 < last:
                 hit = stop(xt, z0, everyone, j + 1)  # evaluated for every sample, stopped ones included
@@ -103,16 +103,16 @@ def denoise_one(det: DiffGuard, z: Tensor, y: Tensor, start: int, sample_id: int
     cuts = Cutouts(spec.cutouts if spec.cutouts else 0, spec.cut_size,
                    out_size=out[0] if isinstance(out, tuple) else out)
     gens = det.generators(torch.tensor([sample_id]))  # the generator is reset for every image
-    acp = backend.alphas_cumprod.double()
+    acp = backend.alphas_cumprod.to(z.device).double()
     eps = null_eps(backend)
     xb = torch.cat([z, z]) if both else z.clone()
     for j in range(start, 0, -1):
-        t = lv.timesteps[j].expand(xb.shape[0])
+        t = lv.timesteps[j].to(z.device).expand(xb.shape[0])
         a = acp[t]
         sa = a.sqrt().to(xb.dtype).view(-1, 1, 1, 1)
         s1 = (1 - a).sqrt().to(xb.dtype).view(-1, 1, 1, 1)
         with torch.no_grad():
-            e = eps(xb, t, torch.arange(xb.shape[0]))  # the sampler's call
+            e = eps(xb, t, torch.arange(xb.shape[0], device=xb.device))  # the sampler's call
         g = torch.zeros_like(xb)
         if spec.scale != 0:
             g[:1] = cond_fn(eps, clf, xb[:1], t[:1], y, sa[:1], s1[:1], cuts, gens, spec.use_x0_hat)
@@ -126,12 +126,18 @@ def cond_fn(eps, clf, x: Tensor, t: Tensor, y: Tensor, sa: Tensor, s1: Tensor, c
     """The authors' guidance function: a second network call with autograd on, x~ from it, gradient w.r.t. x~."""
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
-        e2 = eps(x_in, t, torch.arange(1))  # duplicate call; its graph is kept alive and never used
+        e2 = eps(x_in, t, torch.arange(1, device=x.device))  # duplicate call; its graph is kept alive and never used
         x_tilde = s1 * (x_in - s1 * e2) / sa + (1 - s1) * x_in if use_x0_hat else x_in
         leaf = x_tilde.detach().requires_grad_(True)
         loss = class_log_prob(clf, leaf, y, cuts, gens)
         (grad,) = torch.autograd.grad(loss, leaf)
     return grad
+
+
+def _sync(x: Tensor) -> None:
+    """Wait for the device (CUDA work is asynchronous; a timer must not stop before it ends)."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
 
 
 def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
@@ -145,18 +151,21 @@ def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
     for i in range(0, x.shape[0], batch_size):
         xb, ids = x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0]))
         with counters["production"]:
+            _sync(xb)
             t0 = time.perf_counter()
             res = det.analyze(xb, ids=ids)
+            _sync(xb)
             t1 = time.perf_counter()
         with counters["authors"]:
             t2 = time.perf_counter()
             a = authors_scores(det, xb, ids)
+            _sync(xb)
             t_auth += time.perf_counter() - t2
         t_prod += t1 - t0
         for n in det.distances:
             prod[n].append(res.distances[n])
             auth[n].append(a[n])
-    diffs = {n: float((torch.cat(prod[n]) - torch.cat(auth[n])).abs().max()) for n in det.distances}
+    diffs = {n: float((torch.cat(prod[n]) - torch.cat(auth[n])).abs().max().cpu()) for n in det.distances}
     n = x.shape[0]
     return {"images": n, "production_s": t_prod, "authors_s": t_auth, "production_img_s": n / t_prod,
             "authors_img_s": n / t_auth, "speedup": t_auth / t_prod, "score": det.score,
@@ -180,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffguard.backends.pixel import PixelBackend
     from diffguard.classify.base import fmnist6_classifier
+    from diffguard.eval.placement import resolve_device, to_device
     from diffguard.presets import create_detector
     from diffguard.sysinfo import command_line, machine
 
@@ -193,20 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sensitivity", action="store_true",
                    help="also rerun production one image at a time and report how much its scores move")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (models and images are moved there)")
     p.add_argument("--out", type=Path, default=Path("runs/authors-structure"))
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    device = resolve_device(args.device)
     clf, backend = fmnist6_classifier(), PixelBackend.from_folder()
     if dtype != torch.float32:
         clf.to(dtype), backend.unet.to(dtype)
+    clf, backend = to_device(clf, device), to_device(backend, device)
     det = create_detector(args.preset, clf, backend)
-    x = fmnist6_images(args.n, args.data_root).to(dtype)
+    x = fmnist6_images(args.n, args.data_root).to(device, dtype)
     row = {"preset": args.preset, "dtype": args.dtype, **side_by_side(det, x, args.batch_size)}
     if args.batch_sensitivity:
         row["production_batch1_max_abs_diff_score"] = batch_sensitivity(det, x, args.batch_size)
-    record = {"command": command_line(), "machine": machine(), "batch_size": args.batch_size, "rows": [row]}
+    record = {"command": command_line(), "machine": machine(), "device": str(device), "batch_size": args.batch_size,
+              "rows": [row]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "authors_structure.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nproduction vs the authors' execution structure, n = {args.n}, batch {args.batch_size}\n")
