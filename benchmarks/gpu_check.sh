@@ -11,12 +11,13 @@ if [[ -z "$PY" ]]; then
   if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
+OUT="${GPU_CHECK_OUT:-runs/gpu-check}"  # where the JSON records go
 if [[ " $* " == *" --tiny "* ]]; then
-  "$PY" benchmarks/gpu_check.py --n 2 --batch-size 2 "$@"
-  exec "$PY" benchmarks/authors_structure.py --n 2 --batch-size 2 --threads 1 --device cpu --out runs/gpu-check
+  "$PY" benchmarks/gpu_check.py --n 2 --batch-size 2 --out "$OUT" "$@"
+  exec "$PY" benchmarks/authors_structure.py --n 2 --batch-size 2 --threads 1 --device cpu --out "$OUT/authors"
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-"$PY" benchmarks/gpu_check.py --precision off bf16 --channels-last "$@"
+"$PY" benchmarks/gpu_check.py --precision off bf16 --channels-last --out "$OUT" "$@"
 if ! "$PY" -c "from diffguard.data.fashion_mnist import load_fashion_mnist; load_fashion_mnist('test')" 2>/dev/null
 then
   echo "authors' structure comparison skipped: no Fashion-MNIST files here (install dataset-fashion-mnist or set"
@@ -24,6 +25,6 @@ then
   exit 0
 fi
 "$PY" benchmarks/authors_structure.py --preset fmnist6-clean-grad --n 256 --batch-size 256 --device cuda \
-  --out runs/gpu-check/authors-float32
+  --out "$OUT/authors-float32"
 exec "$PY" benchmarks/authors_structure.py --preset fmnist6-clean-grad --n 64 --batch-size 64 --device cuda \
-  --dtype float64 --out runs/gpu-check/authors-float64
+  --dtype float64 --out "$OUT/authors-float64"

@@ -40,3 +40,18 @@ def test_peak_table(gpu_check):
     assert gpu_check.peak_flops("NVIDIA H100 PCIe", "off") == pytest.approx(378e12)
     assert gpu_check.peak_flops("Tesla V100-SXM2-32GB", "fp16") == pytest.approx(125e12)
     assert gpu_check.peak_flops("cpu", "off") is None
+
+
+def test_shell_script_tiny_runs_both_parts(tmp_path: Path, fake_fmnist_root: Path) -> None:
+    """`benchmarks/gpu_check.sh --tiny`: the paper-size check and the authors'-structure comparison, on the CPU."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "DIFFGUARD_DATA_ROOT": str(fake_fmnist_root),
+           "GPU_CHECK_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(SCRIPT.with_suffix(".sh")), "--tiny", "--precision", "off"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "| gdm | off |" in done.stdout and "production vs the authors' execution structure" in done.stdout
+    assert (tmp_path / "gpu_check.json").is_file() and (tmp_path / "authors" / "authors_structure.json").is_file()
