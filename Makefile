@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY := PASSIVE
 # The README's demo: every method on a seeded subset of DEMO_LIMIT images per fmnist6 set.
 DEMO_LIMIT ?= 32
 
-.PHONY: demo test data browser venv models-check
+.PHONY: demo test data browser venv models-check full ablations results-docs
 
 venv: $(STAMP)
 
@@ -28,6 +28,23 @@ browser:
 demo: $(STAMP) data
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard benchmark fmnist6 --limit $(DEMO_LIMIT) \
 		--set val_limit=$(DEMO_LIMIT) --out results/fmnist6-demo
+
+# The full fmnist6 run (hours on 2 CPU cores; resumable: rerun to continue) and the four paper ablations.
+full: $(STAMP) data
+	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard benchmark fmnist6 --out results/fmnist6
+
+ablations: $(STAMP) data
+	for a in clean-grad early-stop cam-cut steps; do \
+		LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard benchmark ablation-$$a || exit 1; done
+
+# Copy the finished runs' tables and plots to docs/results/ (what the README links to).
+results-docs:
+	mkdir -p docs/results
+	for a in clean-grad early-stop cam-cut steps; do \
+		if [ -f results/ablation-$$a/ablation.md ]; then \
+			cp results/ablation-$$a/ablation.md docs/results/ablation-$$a.md; \
+			cp results/ablation-$$a/ablation.png docs/results/ablation-$$a.png; fi; done
+	if [ -f results/fmnist6/metrics.md ]; then cp results/fmnist6/metrics.md docs/results/fmnist6-metrics.md; fi
 
 models-check: $(STAMP) data
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard models check

@@ -209,3 +209,28 @@ def test_manifest_records_every_seed() -> None:
         {"name": "dg", "kind": "diffguard", "preset": "fmnist6-cfg", "overrides": ["seed=7"]},
         {"name": "dg0", "kind": "diffguard", "preset": "fmnist6-clean-grad"}]})
     assert run_seeds(cfg) == {"limit_seed": 3, "msp": None, "mc_dropout": 5, "diffnb": 0, "dg": 7, "dg0": 0}
+
+
+def test_ablation_config_writes_its_table_and_plot(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                                   fake_fmnist_root: Path) -> None:
+    from diffguard.eval.config import load_run_config
+
+    shipped = load_run_config("ablation-steps")  # the shipped configs parse, with one variant per setting
+    assert shipped.ablation == "DDIM steps" and len(shipped.methods) == 4
+    cfg = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=3, val_limit=3, fusion=[],
+                      ablation="DDIM steps")
+    cfg["methods"] = [{"name": f"s{n}", "kind": "diffguard", "preset": "fmnist6-cfg", "display": str(n),
+                       "overrides": [f"inversion.steps={n}", f"inversion.cap={n - 2}"]} for n in (4, 6)]
+    run = build_run_config(cfg)
+    runner = Runner(run, tmp_path / "a", progress=False)
+    with runner.run() as store:
+        ev = evaluate(runner, store)
+        write_outputs(runner, store, ev, {"command": "diffguard benchmark x", "machine": "test box"})
+    from diffguard.eval.evaluate import ablation_rows
+
+    rows = ablation_rows(runner, ev)
+    assert [r["DDIM steps"] for r in rows] == ["4", "6"] and all(r["s / image"] > 0 for r in rows)
+    md = (tmp_path / "a" / "ablation.md").read_text()
+    assert md.startswith("# Ablation: DDIM steps") and "| 4 |" in md and "| 6 |" in md
+    assert "Command: `diffguard benchmark x`. Machine: test box." in md and "test 3" in md
+    assert (tmp_path / "a" / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

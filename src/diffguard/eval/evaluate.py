@@ -155,7 +155,7 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
                                                      "fusion": ev.fusion}, indent=2))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     if runner.cfg.ablation:
-        write_ablation(runner, ev, out)
+        write_ablation(runner, ev, out, meta)
     dg = [m.name for m in runner.cfg.methods if m.kind == "diffguard" and m.name in ev.complete]
     galleries: dict[str, list[Any]] = {}
     for m in dg:
@@ -224,13 +224,19 @@ def ablation_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
     return rows
 
 
-def write_ablation(runner: Runner, ev: Evaluation, out: Path) -> None:
-    """ablation.md (table) and ablation.png (AUROC per variant, one line per group)."""
+def write_ablation(runner: Runner, ev: Evaluation, out: Path, meta: dict[str, Any] | None = None) -> None:
+    """ablation.md (table, then how it was made: images per set, command, machine) and ablation.png (AUROC per
+    variant, one line per group)."""
     from diffguard.eval.plots import figure_png
     from diffguard.eval.tables import markdown_table
 
     rows = ablation_rows(runner, ev)
-    (out / "ablation.md").write_text(f"# Ablation: {runner.cfg.ablation}\n\n{markdown_table(rows)}\n")
+    sizes = ", ".join(f"{n} {len(runner.plan[n])}" for n in runner.eval_sets())
+    made = [f"Images per set: {sizes}. `s / image`: each variant's own compute seconds per scored image."]
+    if meta:
+        made.append(f"Command: `{meta.get('command', '')}`. Machine: {meta.get('machine', '')}.")
+    (out / "ablation.md").write_text(f"# Ablation: {runner.cfg.ablation}\n\n{markdown_table(rows)}\n"
+                                     + "\n".join(made) + "\n")
     import matplotlib.figure
 
     fig = matplotlib.figure.Figure(figsize=(6, 3.5))
