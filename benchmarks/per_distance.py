@@ -7,7 +7,9 @@ way to choose the distance: choosing on the test sets would leak test data into 
 
     python benchmarks/per_distance.py results/fmnist6 --methods diffguard-cfg,diffguard-clean-grad
 
-Prints one Markdown table (AUROC per group of OOD sets, FPR@95 both conventions over all sets, in percent).
+Prints one Markdown table: AUROC per group of OOD sets and FPR@95 in both conventions over all sets (in percent),
+then the mean distance over the ID test set, the near-OOD sets and the far-OOD sets (how much the synthesis
+changes each kind of image).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(build_run_config(json.loads((args.results / "run_config.json").read_text())), args.results,
                     progress=False)
     methods = args.methods.split(",")
-    print("| method, distance | AUROC near | AUROC far | AUROC all | " + " all | ".join(COLUMNS) + " all |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| method, distance | AUROC near | AUROC far | AUROC all | " + " all | ".join(COLUMNS)
+          + " all | mean ID | mean near | mean far |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with ResultStore(args.results / "results.sqlite") as store:
         table = score_table(runner, store, methods)
         for m in methods:
@@ -57,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             if not dists or any(np.isnan(v).any() for v in dists.values()):
                 raise SystemExit(f"{m}: no complete distances in {args.results}; finish the benchmark run first")
             for key, values in dists.items():
-                print(row(f"{m}, {key[5:]}", group_metrics(runner, table, values)))
+                means = [values[np.isin(table.set_names, [n for n, r in table.roles.items() if r == role])].mean()
+                         for role in ("id", "near", "far")]
+                print(row(f"{m}, {key[5:]}", group_metrics(runner, table, values))
+                      + " " + " | ".join(f"{v:.4g}" for v in means) + " |")
     return 0
 
 
