@@ -37,14 +37,13 @@ ablations: $(STAMP) data
 	for a in clean-grad early-stop cam-cut steps; do \
 		LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard benchmark ablation-$$a || exit 1; done
 
-# Copy the finished runs' tables and plots to docs/results/ (what the README links to).
+# Copy the finished ablations' tables and plots to docs/results/ (what the README links to).
 results-docs:
 	mkdir -p docs/results
 	for a in clean-grad early-stop cam-cut steps; do \
 		if [ -f results/ablation-$$a/ablation.md ]; then \
 			cp results/ablation-$$a/ablation.md docs/results/ablation-$$a.md; \
 			cp results/ablation-$$a/ablation.png docs/results/ablation-$$a.png; fi; done
-	if [ -f results/fmnist6/metrics.md ]; then cp results/fmnist6/metrics.md docs/results/fmnist6-metrics.md; fi
 
 models-check: $(STAMP) data
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/diffguard models check
