@@ -30,7 +30,7 @@ from diffguard.eval.runner import Runner  # noqa: E402
 from diffguard.eval.store import ResultStore  # noqa: E402
 
 
-def distance_scores(runner: Runner, store: ResultStore, table, method: str) -> dict[str, np.ndarray]:
+def distance_scores(store: ResultStore, table, method: str) -> dict[str, np.ndarray]:
     """``dist:<name>`` -> (N,) values over the table's rows (NaN where missing)."""
     out = {}
     for key in store.score_keys(method):
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with ResultStore(args.results / "results.sqlite") as store:
         table = score_table(runner, store, methods)
         for m in methods:
-            dists = distance_scores(runner, store, table, m)
+            dists = distance_scores(store, table, m)
             if not dists or any(np.isnan(v).any() for v in dists.values()):
                 raise SystemExit(f"{m}: no complete distances in {args.results}; finish the benchmark run first")
             for key, values in dists.items():
