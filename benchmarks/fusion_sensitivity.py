@@ -22,7 +22,7 @@ import numpy as np
 
 from diffguard.detectors.fusion import BandFusion
 from diffguard.eval.config import build_run_config
-from diffguard.eval.evaluate import score_table, test_sets
+from diffguard.eval.evaluate import ood_groups, score_table
 from diffguard.eval.metrics import compute_metrics, summarize
 from diffguard.eval.runner import Runner
 from diffguard.eval.store import ResultStore
@@ -34,10 +34,10 @@ COLUMNS = ("FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)")
 def group_metrics(runner: Runner, table, scores: np.ndarray) -> dict[str, dict[str, float]]:
     """Per-set and group (near / far / all) metrics of one score column of the table."""
     test = runner.spec.test_set
-    ood = [n for n in test_sets(runner) if n != test]
-    groups = {g: [n for n in ood if runner.spec.get(n).role == g] for g in ("near", "far")}
-    per_set = {n: compute_metrics(scores[table.set_names == test], scores[table.set_names == n]) for n in ood}
-    return summarize(per_set, {g: v for g, v in groups.items() if v})
+    groups = ood_groups(runner)
+    per_set = {n: compute_metrics(scores[table.set_names == test], scores[table.set_names == n])
+               for n in groups["all"]}
+    return summarize(per_set, groups)
 
 
 def row(label: str, metrics: dict[str, dict[str, float]]) -> str:

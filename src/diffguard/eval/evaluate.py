@@ -38,6 +38,14 @@ def test_sets(runner: Runner) -> list[str]:
     return [n for n in runner.eval_sets() if runner.spec.get(n).role in ("id", "near", "far")]
 
 
+def ood_groups(runner: Runner) -> dict[str, list[str]]:
+    """OOD set names by group: "near" and "far" (only those with sets), then "all" (every OOD test set, in
+    benchmark order). Group metrics are unweighted means over these sets."""
+    ood = [n for n in test_sets(runner) if n != runner.spec.test_set]
+    groups = {g: [n for n in ood if runner.spec.get(n).role == g] for g in ("near", "far")}
+    return {**{g: v for g, v in groups.items() if v}, "all": ood}
+
+
 def score_table(runner: Runner, store: ResultStore, methods: list[str]) -> Any:
     """Every test / OOD row of the run with every method's score (NaN where missing)."""
     from diffguard.eval.tables import ScoreTable
@@ -87,10 +95,8 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     val = runner.spec.by_role("val")[0].name
     val_ids = runner.sources[val].ids[runner.plan[val]].numpy()
     val_scores = {m: store.scores(m, val, val_ids) for m in names}
-    ood_sets = [n for n in test_sets(runner) if n != test]
-    groups = {g: [n for n in ood_sets if runner.spec.get(n).role == g] for g in ("near", "far")}
-    groups = {g: v for g, v in groups.items() if v}
-    groups["all"] = ood_sets
+    groups = ood_groups(runner)
+    ood_sets = groups["all"]
     is_test = table.set_names == test
     acc = accuracy(table.labels[is_test], table.predictions[is_test])
     sel = {n: table.set_names == n for n in [test, *ood_sets]}
