@@ -78,10 +78,11 @@ def test_cached_reference_similarity_matches_recomputation(dists):
     g = torch.Generator().manual_seed(1)
     ref = torch.rand(4, 1, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
     sim = CachedReferenceSimilarity(dists)
-    for i, rows in enumerate((torch.arange(4), torch.arange(4), torch.tensor([0, 2, 3]), torch.tensor([3]))):
+    cached = None
+    for rows in (torch.arange(4), torch.arange(4), torch.tensor([0, 2, 3]), torch.tensor([3])):
         x = ref[rows] + 0.3 * torch.randn(len(rows), 1, 16, 16, generator=g, dtype=torch.float64)
         assert torch.allclose(sim(x, ref[rows], rows), 1 - dists(x, ref[rows]), atol=1e-10)
-        cached = sim._stats if i == 0 else cached
+        cached = sim._stats if cached is None else cached
         assert sim._stats is cached  # computed once, then reused for the shrinking active set
     other = -ref  # a new batch with the same row numbers must not reuse the old references
     x = other + 0.1

@@ -31,10 +31,22 @@ def test_batches_round_trip(tmp_path: Path) -> None:
 
 def test_failed_batch_leaves_nothing(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "r.sqlite") as st:
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match=r"2 ids but \{\"scores\['score'\]\": 1\}"):
             st.write_batch("m", "s", 0, [1, 2], {"score": np.array([0.5])})  # second value missing
+        with pytest.raises(ValueError, match="labels"):
+            st.write_batch("m", "s", 0, [1, 2], {"score": np.zeros(2)}, labels=np.zeros(3, int))
         assert st.done_batches("m", "s") == set()
         assert np.isnan(st.scores("m", "s", np.array([1]))).all()
+
+
+def test_batch_failing_mid_transaction_is_rolled_back(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "r.sqlite") as st:
+        with pytest.raises(ValueError, match="bad"):  # labels are written before the score that fails
+            st.write_batch("m", "s", 0, [1, 2], {"score": np.array(["0.5", "bad"], dtype=object)},
+                           labels=np.zeros(2, int), predictions=np.zeros(2, int))
+        assert st.done_batches("m", "s") == set()
+        assert st.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 0
+        assert st.db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
 
 
 def test_other_configuration_is_refused(tmp_path: Path) -> None:

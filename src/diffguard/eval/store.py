@@ -45,6 +45,16 @@ class StoreError(RuntimeError):
     """The results file cannot be used for this run; the message says why and what to do."""
 
 
+def _check_lengths(n: int, scores: Mapping[str, np.ndarray] | None = None, **arrays: np.ndarray | None) -> None:
+    """Raise ValueError unless every score column and every given per-sample array has ``n`` rows (a short
+    column would otherwise fail half-way through the transaction with an IndexError, or a long one be cut)."""
+    given = {f"scores[{k!r}]": v for k, v in (scores or {}).items()}
+    given.update({k: v for k, v in arrays.items() if v is not None})
+    wrong = {k: len(v) for k, v in given.items() if len(v) != n}
+    if wrong:
+        raise ValueError(f"write_batch got {n} ids but {wrong} rows; pass one row per id")
+
+
 class ResultStore:
     """Open (or create) ``path`` for a run described by ``manifest`` (a JSON-able dict).
 
@@ -107,6 +117,8 @@ class ResultStore:
             rows). logits (B, K), features (B, D): float32. images: uint8 (B, H, W, C).
         """
         ids = [int(i) for i in ids]
+        _check_lengths(len(ids), scores=scores, labels=labels, predictions=predictions, logits=logits,
+                       features=features, images=images)
         with self.db:
             if labels is not None:
                 self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
