@@ -55,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with ResultStore(args.results / "results.sqlite") as store:
         table = score_table(runner, store, methods)
+        by_role = [np.isin(table.set_names, [n for n, r in table.roles.items() if r == role])
+                   for role in ("id", "near", "far")]
         for m in methods:
             dists = distance_scores(store, table, m)
             if not dists or any(np.isnan(v).any() for v in dists.values()):
                 raise SystemExit(f"{m}: no complete distances in {args.results}; finish the benchmark run first")
             for key, values in dists.items():
-                means = [values[np.isin(table.set_names, [n for n, r in table.roles.items() if r == role])].mean()
-                         for role in ("id", "near", "far")]
+                means = [values[mask].mean() for mask in by_role]
                 print(row(f"{m}, {key[5:]}", group_metrics(runner, table, values))
                       + " " + " | ".join(f"{v:.4g}" for v in means) + " |")
     return 0
