@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from diffguard.detectors.diffguard import DiffGuard
-from diffguard.detectors.specs import ClassifierGuidance, LatentClassifier, null_eps
+from diffguard.diffusion.inversion import null_eps
+from diffguard.guidance.classifier import ClassifierGuidance, LatentClassifier
 from diffguard.diffusion.ddim import StopRule, ddim_step
 from diffguard.guidance.classifier import class_log_prob, clip_eps
 from diffguard.guidance.cutout import Cutouts

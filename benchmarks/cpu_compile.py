@@ -61,7 +61,7 @@ def compare(name: str, eager: Callable[[], torch.Tensor], compiled: Callable[[],
 
 def main(argv: list[str] | None = None) -> int:
     from diffguard.backends.pixel import PixelBackend
-    from diffguard.models import load_classifier
+    from diffguard.model_files import load_classifier
     from diffguard.sysinfo import command_line, machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

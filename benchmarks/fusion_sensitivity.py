@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from diffguard.detectors.fusion import BandFusion
-from diffguard.eval.config import build_run_config
+from diffguard.eval.run_config import build_run_config
 from diffguard.eval.evaluate import ood_groups, score_table
 from diffguard.eval.metrics import compute_metrics, summarize
 from diffguard.eval.runner import Runner

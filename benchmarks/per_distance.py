@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fusion_sensitivity import COLUMNS, group_metrics, row  # noqa: E402
 
-from diffguard.eval.config import build_run_config  # noqa: E402
+from diffguard.eval.run_config import build_run_config  # noqa: E402
 from diffguard.eval.evaluate import score_table  # noqa: E402
 from diffguard.eval.runner import Runner  # noqa: E402
 from diffguard.eval.store import ResultStore  # noqa: E402

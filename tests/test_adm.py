@@ -80,7 +80,7 @@ def test_tiny_adm_checkpoint_end_to_end(tmp_path: Path) -> None:
     import torchvision
 
     from diffguard.classify.torchvision import torchvision_classifier
-    from diffguard.detectors.specs import ClassifierGuidance
+    from diffguard.guidance.classifier import ClassifierGuidance
     from diffguard.presets import create_detector
 
     ckpt = tmp_path / "32x32_diffusion_uncond.pt"

@@ -10,7 +10,9 @@ from diffguard.backends.latent import DiffusersAutoencoder, LatentBackend, UNetE
 from diffguard.backends.pixel import PixelBackend
 from diffguard.classify.base import ModuleClassifier
 from diffguard.detectors.diffguard import DiffGuard
-from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
+from diffguard.diffusion.inversion import Inversion
+from diffguard.guidance.classifier import ClassifierGuidance
+from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.nets.resnet import SmallResNet
 
 

@@ -10,7 +10,9 @@ import torch
 from diffguard.backends.pixel import PixelBackend
 from diffguard.classify.base import ModuleClassifier
 from diffguard.detectors.diffguard import DiffGuard
-from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
+from diffguard.diffusion.inversion import Inversion
+from diffguard.guidance.classifier import ClassifierGuidance
+from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.early_stop import psnr_below
 from diffguard.nets.resnet import SmallResNet
 from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffguard.eval.config import build_run_config
+from diffguard.eval.run_config import build_run_config
 from diffguard.eval.distributed import Dist, dist_from_env, merge_stores
 from diffguard.eval.runner import Runner
 from diffguard.eval.store import ResultStore, StoreError

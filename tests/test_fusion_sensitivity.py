@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from diffguard.eval.config import build_run_config
+from diffguard.eval.run_config import build_run_config
 from diffguard.eval.evaluate import evaluate
-from diffguard.eval.plan import config_dict
+from diffguard.eval.run_config import config_dict
 from diffguard.eval.runner import Runner
 from test_runner import tiny_config
 from test_throughput import load_script

@@ -10,8 +10,9 @@ import torch
 
 from diffguard.backends.pixel import PixelBackend
 from diffguard.cards import write_cards
-from diffguard.models import ModelFileError, load_classifier, load_diffusion, shipped_path
-from diffguard.quality import QualityCheck, psnr01, run_quality_check
+from diffguard.model_files import ModelFileError, load_classifier, load_diffusion, shipped_path
+from diffguard.diffusion.early_stop import psnr
+from diffguard.model_quality import QualityCheck, run_quality_check
 
 
 def test_shipped_classifier_loads_and_gives_finite_logits():
@@ -67,11 +68,11 @@ def test_corrupt_weights_are_reported(tmp_path, tiny_models):
         load_diffusion(diff)
 
 
-def test_psnr01():
+def test_psnr_on_unit_scale():
     a = torch.zeros(2, 1, 4, 4)
     b = a.clone()
     b[1] += 0.2  # 0.1 on the [0, 1] scale -> 20 dB
-    out = psnr01(a, b)
+    out = psnr(a, b)
     assert out[0] > 100 and abs(float(out[1]) - 20.0) < 1e-4
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance
+from diffguard.guidance.classifier import ClassifierGuidance
+from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.early_stop import (
     AUTHORS_PSNR_PEAK, any_of, authors_psnr_to_standard, psnr, psnr_below, similarity_below,
 )

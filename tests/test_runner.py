@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from diffguard.eval.config import build_run_config
+from diffguard.eval.run_config import build_run_config
 from diffguard.eval.evaluate import evaluate, write_outputs
 from diffguard.eval.runner import Runner, select_rows
 from diffguard.eval.store import StoreError
@@ -172,7 +172,7 @@ def test_two_member_ensemble_runs(tmp_path: Path, tiny_models: tuple[Path, Path]
     ("imagenet-ldm", ("LDM_CHECKPOINT", "RESNET50_WEIGHTS", "DISTS_WEIGHTS")),
     ("cifar10", ("DIFFNB_CKPT", "OPENOOD_CKPT"))])
 def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
-    from diffguard.eval.config import load_run_config
+    from diffguard.eval.run_config import load_run_config
 
     for var in env:
         monkeypatch.delenv(var, raising=False)
@@ -187,7 +187,7 @@ def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeyp
 
 
 def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
-    from diffguard.eval.models import build_backend, build_classifier, spec_files
+    from diffguard.specs.models import build_backend, build_classifier, spec_files
 
     clf = build_classifier({"type": "fmnist6", "folder": str(tiny_models[0])})
     import torch
@@ -202,7 +202,7 @@ def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
 
 
 def test_manifest_records_every_seed() -> None:
-    from diffguard.cli_eval import run_seeds
+    from diffguard.cli.benchmark import run_seeds
 
     cfg = build_run_config({"benchmark": "fmnist6", "limit_seed": 3, "methods": [
         {"name": "msp"}, {"name": "mc_dropout", "params": {"seed": 5}}, {"name": "diffnb"},
@@ -213,7 +213,7 @@ def test_manifest_records_every_seed() -> None:
 
 def test_ablation_config_writes_its_table_and_plot(tmp_path: Path, tiny_models: tuple[Path, Path],
                                                    fake_fmnist_root: Path) -> None:
-    from diffguard.eval.config import load_run_config
+    from diffguard.eval.run_config import load_run_config
 
     shipped = load_run_config("ablation-steps")  # the shipped configs parse, with one variant per setting
     assert shipped.ablation == "DDIM steps" and len(shipped.methods) == 4

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from diffguard.cli import main
-from diffguard.cli_eval import run_seeds, seed_overrides
-from diffguard.eval.config import build_run_config
+from diffguard.cli.benchmark import run_seeds, seed_overrides
+from diffguard.eval.run_config import build_run_config
 from diffguard.eval.seeds import aggregate, check_same_plan, pm, summary_rows
 from diffguard.eval.store import StoreError
 from test_runner import FAST, tiny_config

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffguard.cli import main
-from diffguard.models import load_classifier, load_diffusion
+from diffguard.model_files import load_classifier, load_diffusion
 from diffguard.train.classifier import ClassifierTrainConfig, train_classifier
 from diffguard.train.diffusion import DiffusionTrainConfig, train_diffusion
 

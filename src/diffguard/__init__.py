@@ -13,7 +13,7 @@ from diffguard.detectors.fusion import BandFusion
 from diffguard.diffusion.ddim import Levels, ddim_invert, ddim_sample, ddim_step
 from diffguard.diffusion.respace import even_levels, uniform_levels
 from diffguard.eval.metrics import compute_metrics, fpr_at_95_id, fpr_at_95_ood
-from diffguard.models import load_classifier, load_diffusion
+from diffguard.model_files import load_classifier, load_diffusion
 from diffguard.presets import create_detector
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from diffguard.quality import format_table
+from diffguard.model_quality import format_table
 
 
 def _train_section(train: dict[str, Any]) -> list[str]:

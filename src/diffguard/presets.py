@@ -23,7 +23,9 @@ from typing import Any, Callable
 import torch
 
 from diffguard.detectors.diffguard import DiffGuard
-from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
+from diffguard.diffusion.inversion import Inversion
+from diffguard.guidance.classifier import ClassifierGuidance
+from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.early_stop import (AUTHORS_PSNR_PEAK, CachedReferenceSimilarity, any_of, psnr_below,
                                             similarity_below)
 from diffguard.registry import Registry

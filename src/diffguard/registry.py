@@ -17,6 +17,8 @@ import difflib
 import fnmatch
 from typing import Any, Callable, Generic, TypeVar
 
+from diffguard.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -43,7 +45,7 @@ class Registry(Generic[T]):
         if name not in self._items:
             close = difflib.get_close_matches(name, self._items, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.list())}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.list())}")
         return self._items[name]
 
     def create(self, name: str, **kwargs: Any) -> T:

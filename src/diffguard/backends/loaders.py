@@ -7,6 +7,8 @@ anything that would run code. Nothing is downloaded.
 
 from __future__ import annotations
 
+from diffguard.errors import UserError
+
 import os
 import pickle
 from pathlib import Path
@@ -25,7 +27,7 @@ CONVERT_HINT = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A weight file that is missing, unreadable, or does not fit the architecture it is loaded into."""
 
 

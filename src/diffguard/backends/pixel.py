@@ -44,7 +44,7 @@ class PixelBackend:
     def from_folder(cls, folder: str | None = None, **options: object) -> "PixelBackend":
         """Load a diffguard diffusion folder (default: the shipped fmnist6 model). options: autocast,
         channels_last, compile (see the class)."""
-        from diffguard.models import load_diffusion
+        from diffguard.model_files import load_diffusion
 
         m = load_diffusion(folder)
         return cls(m.unet, m.alphas_cumprod, m.null_label, m.channels, **options)

@@ -88,7 +88,7 @@ class ModuleClassifier(nn.Module):
 
 def fmnist6_classifier(folder: str | None = None) -> ModuleClassifier:
     """The shipped fmnist6 classifier (or one from ``folder``) as an adapter: [-1, 1] input, 28x28, CAM at layer4."""
-    from diffguard.models import load_classifier
+    from diffguard.model_files import load_classifier
 
     model = load_classifier(folder)
     return ModuleClassifier(model, model.config["num_classes"], "layer4", resolution=(28, 28))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from diffguard.errors import UserError
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ _FILES = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserError, FileNotFoundError):
     """The Fashion-MNIST files are not where we looked; the message says how to provide them."""
 
 

@@ -12,6 +12,8 @@ to do, never a bare ``struct.error`` or a silently shortened array.
 
 from __future__ import annotations
 
+from diffguard.errors import UserError
+
 import gzip
 import os
 import zlib
@@ -23,7 +25,7 @@ _UBYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxError(ValueError):
+class IdxError(UserError):
     """A missing, truncated or corrupt IDX file."""
 
 

@@ -121,12 +121,6 @@ def msp_score(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return -torch.softmax(logits.double() / temperature, dim=1).amax(dim=1)
 
 
-def sample_generator(seed: int, sample_id: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded from (seed, sample id) only, so a sample's draws do not depend on its batch."""
-    mixed = (int(seed) * 0x9E3779B97F4A7C15 + int(sample_id) * 0xBF58476D1CE4E5B9) % (2**63 - 1)
-    return torch.Generator(device=device).manual_seed(mixed)
-
-
 def check_outputs(out: ClassifierOutputs, need_labels: bool = False) -> None:
     """Refuse empty or non-finite cached outputs (and missing labels when ``need_labels``)."""
     if len(out) == 0:

@@ -21,9 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.detectors.specs import CFGGuidance, ClassifierGuidance, Inversion
+from diffguard.diffusion.inversion import Inversion
+from diffguard.guidance.classifier import ClassifierGuidance
+from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.distances import create_distance
+from diffguard.seeding import sample_generator
 
 Reference = Literal["input", "unguided"]
 LabelMode = Literal["predicted", "oracle"]
@@ -129,7 +132,7 @@ class DiffGuard:
     def generators(self, ids: Tensor) -> list[torch.Generator]:
         """Per-sample crop generators: every sample replays one sequence (authors) or its own (seed, id) one."""
         shared = getattr(self.guidance, "shared_crops", True)
-        return [torch.Generator().manual_seed(self.seed if shared else self.seed * 1_000_003 + int(i)) for i in ids]
+        return [torch.Generator().manual_seed(self.seed) if shared else sample_generator(self.seed, int(i)) for i in ids]
 
     def analyze(self, x: Tensor, y_true: Tensor | None = None, labels: Tensor | None = None,
                 ids: Tensor | None = None, with_unguided: bool = False,

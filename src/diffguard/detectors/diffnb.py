@@ -34,7 +34,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, sample_generator
+from diffguard.seeding import sample_generator
+from diffguard.detectors.base import BASELINES, Baseline
 from diffguard.diffusion.ddim import ddim_sample
 from diffguard.diffusion.respace import even_levels, even_stride
 from diffguard.guidance.cfg import cfg_eps

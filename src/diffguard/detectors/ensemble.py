@@ -53,7 +53,7 @@ class DeepEnsemble(Baseline):
 
 def ensemble_folders(weights_dir: Path | None = None) -> list[Path]:
     """The shipped ``fmnist6-classifier`` folder followed by its ``-s{N}`` siblings that exist, N ascending."""
-    from diffguard.models import shipped_path
+    from diffguard.model_files import shipped_path
 
     base = shipped_path("classifier")
     root = Path(weights_dir) if weights_dir is not None else base.parent

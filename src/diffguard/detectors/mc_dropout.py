@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs, msp_score, sample_generator
+from diffguard.seeding import sample_generator
+from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs, msp_score
 
 
 @BASELINES.register("mc_dropout")

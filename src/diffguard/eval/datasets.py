@@ -8,6 +8,8 @@ and stable int64 ids (the position in the list, or the index in the source data 
 
 from __future__ import annotations
 
+from diffguard.errors import UserError
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file or list is missing, empty or malformed; the message says what to do."""
 
 

@@ -3,8 +3,8 @@
 Work is split into fixed batches (the run's row plan and batch size are part of its manifest); each finished batch
 is committed to the :class:`~diffguard.eval.store.ResultStore` with its completion marker, so an interrupted run
 resumes where it stopped and ends with results identical to an uninterrupted one. Per-set sample limits draw a
-fixed-seed subset. The configuration and row plan live in :mod:`diffguard.eval.plan` (re-exported here),
-evaluation and outputs in :mod:`diffguard.eval.evaluate`.
+fixed-seed subset. The configuration lives in :mod:`diffguard.eval.run_config`, the row plan in
+:mod:`diffguard.eval.rows` (both re-exported here), evaluation and outputs in :mod:`diffguard.eval.evaluate`.
 
 Under ``torchrun`` (``Dist.world_size > 1``) the same batches are shared out by rank (batch ``b`` to rank
 ``b % world_size``); see :mod:`diffguard.eval.distributed` and :meth:`Runner.run` for the phases.
@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
 from diffguard.eval import distributed
 from diffguard.eval.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
-from diffguard.eval.methods import MethodConfig, build_method
+from diffguard.specs.methods import MethodConfig, build_method
 from diffguard.eval.placement import resolve_device, to_device
-from diffguard.eval.plan import FusionConfig, RunConfig, batches, config_dict, row_plan, select_rows
+from diffguard.eval.rows import batches, row_plan, select_rows
+from diffguard.eval.run_config import FusionConfig, RunConfig, config_dict
 from diffguard.eval.preflight import preflight
 from diffguard.eval.store import ResultStore, StoreError
 
@@ -79,14 +80,14 @@ class Runner:
     @property
     def classifier(self) -> Any:
         if self._classifier is None:
-            from diffguard.eval.models import build_classifier
+            from diffguard.specs.models import build_classifier
 
             self._classifier = to_device(build_classifier(self.cfg.classifier), self.device)
         return self._classifier
 
     def backend(self) -> Any:
         if self._backend is None:
-            from diffguard.eval.models import build_backend
+            from diffguard.specs.models import build_backend
 
             self._backend = to_device(build_backend(self.cfg.diffusion), self.device)
         return self._backend

@@ -17,6 +17,8 @@ Tables (all keyed by set name and the sample's stable id):
 
 from __future__ import annotations
 
+from diffguard.errors import UserError
+
 import json
 import os
 import sqlite3
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS batches (method TEXT, set_name TEXT, batch INTEGER, s
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The results file cannot be used for this run; the message says why and what to do."""
 
 

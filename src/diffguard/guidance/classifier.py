@@ -25,6 +25,7 @@ trick): it gets g = 0 and never reaches the classifier.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence, get_args
 
 import torch
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffguard.diffusion.ddim import EpsFn
+from diffguard.diffusion.inversion import null_eps
+from diffguard.diffusion.x0 import clip_eps, coefficients, x0_from_eps
 from diffguard.diffusion.rows import RowsMemo
 from diffguard.perf.accel import DeviceCopies
 from diffguard.guidance.cutout import Cutouts, Generators
@@ -85,7 +88,7 @@ def clean_grad_guidance(eps_fn: EpsFn, classifier: LogitsClassifier, labels: Ten
 
     def guided_eps(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
         y = labels.to(x.device)[rows]
-        sa, s1 = _coefficients(schedule(x.device, torch.float64), t, x)
+        sa, s1 = coefficients(schedule(x.device, torch.float64), t, x)
         rp = plan(rows)
         guide_h, sel = rp.guide, rp.selection()
         if window is not None:  # the window depends on t: read it back (one host sync per step)
@@ -127,15 +130,6 @@ class _RowPlan:
         return self._sel
 
 
-def clip_eps(x: Tensor, eps: Tensor, sqrt_a: Tensor, sqrt_1ma: Tensor) -> Tensor:
-    """eps re-derived from the clamped x0_hat: (x - sqrt(a) clamp(x0_hat, -1, 1)) / sqrt(1 - a).
-
-    x, eps: (B, C, H, W); sqrt_a, sqrt_1ma: (B, 1, 1, 1) sqrt(alpha-bar) and sqrt(1 - alpha-bar).
-    """
-    x0 = ((x - sqrt_1ma * eps) / sqrt_a).clamp(-1, 1)
-    return (x - sqrt_a * x0) / sqrt_1ma
-
-
 def class_log_prob(classifier: LogitsClassifier, x: Tensor, y: Tensor, cutouts: Cutouts,
                    generators: Generators) -> Tensor:
     """Scalar sum over crops and samples of log softmax(classifier.logits(crop(x)))[y] (Eq. 8).
@@ -153,7 +147,7 @@ def _mixed_gradient(classifier: LogitsClassifier, x: Tensor, e: Tensor, y: Tenso
     """dL/dx~ on the guided rows ``sel`` (None: all), x~ = f x0_raw + (1 - f) x (f = sqrt(1 - a)) taken as a leaf;
     0 elsewhere."""
     if use_x0_hat:
-        x0_raw = (x - s1 * e) / sa  # (Eq. 7) unclipped x0_hat
+        x0_raw = x0_from_eps(x, e, sa, s1)  # (Eq. 7) unclipped x0_hat
         x_tilde = s1 * x0_raw + (1 - s1) * x
     else:
         x_tilde = x
@@ -176,7 +170,7 @@ def _exact_gradient(eps_fn: EpsFn, classifier: LogitsClassifier, x: Tensor, t: T
         if not e.requires_grad:
             raise ValueError("gradient='exact' needs an eps_fn that autograd can go through (no torch.no_grad "
                              "inside it); use gradient='mixed' otherwise")
-        x0_hat = (leaf - s1 * e) / sa  # (Eq. 7)
+        x0_hat = x0_from_eps(leaf, e, sa, s1)  # (Eq. 7)
         loss = class_log_prob(classifier, x0_hat if sel is None else x0_hat[sel], y if sel is None else y[sel],
                               cutouts, gens)
         (grad,) = torch.autograd.grad(loss, leaf)
@@ -185,15 +179,47 @@ def _exact_gradient(eps_fn: EpsFn, classifier: LogitsClassifier, x: Tensor, t: T
     return e.detach(), grad
 
 
-def _coefficients(alphas_cumprod: Tensor, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """(sqrt(a_t), sqrt(1 - a_t)), each (B, 1, ..., 1) in the dtype of ``like``, computed in float64."""
-    a = alphas_cumprod.to(device=like.device, dtype=torch.float64)[t.long()]
-    shape = (-1,) + (1,) * (like.ndim - 1)
-    return a.sqrt().to(like.dtype).view(shape), (1 - a).sqrt().to(like.dtype).view(shape)
-
-
 def _select(generators: Generators, rows: Tensor) -> Generators:
     """The generators of the given (host) batch rows (a shared generator or None is returned as is)."""
     if generators is None or isinstance(generators, torch.Generator):
         return generators
     return [generators[i] for i in rows.tolist()]
+
+
+class LatentClassifier(torch.nn.Module):
+    """Classifier seen from a latent space: logits(z) = classifier.logits(decode(z)) (needs a differentiable decode)."""
+
+    def __init__(self, classifier: torch.nn.Module, backend: object):
+        super().__init__()
+        if not getattr(backend, "differentiable_decode", False):
+            raise ValueError("classifier guidance in a latent space needs a differentiable decode; use CFGGuidance")
+        self.classifier, self.backend = classifier, backend
+
+    def logits(self, z: Tensor) -> Tensor:
+        return self.classifier.logits(self.backend.decode_for_grad(z))
+
+
+@dataclass(frozen=True)
+class ClassifierGuidance:
+    """Clean Grad classifier guidance with cutouts (paper Eq. 4, 7, 8; authors' defaults for GDM)."""
+
+    scale: float = 3.0
+    cutouts: int = 8
+    cut_size: tuple[float, float] = (0.875, 1.0)
+    crop_out: int | None = None
+    shared_crops: bool = True
+    gradient: Literal["mixed", "exact"] = "mixed"
+    use_x0_hat: bool = True
+    clip_x0: bool = True
+
+    def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
+              generators: list[torch.Generator], z_size: tuple[int, ...] | None = None,
+              predicted: Tensor | None = None) -> EpsFn:
+        latent = getattr(backend, "is_latent", False)
+        clf = LatentClassifier(classifier, backend) if latent else classifier
+        out = self.crop_out or getattr(classifier, "resolution", None)
+        out_size = out[0] if isinstance(out, tuple) else out
+        cuts = Cutouts(self.cutouts, self.cut_size, out_size=out_size) if self.cutouts else None
+        return clean_grad_guidance(null_eps(backend), clf, labels, backend.alphas_cumprod, scale=self.scale,
+                                   cutouts=cuts, generators=generators, gradient=self.gradient,
+                                   use_x0_hat=self.use_x0_hat, clip_x0=self.clip_x0)

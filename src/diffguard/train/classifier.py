@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from diffguard.data.fmnist6 import NUM_CLASSES
-from diffguard.models import save_classifier
+from diffguard.model_files import save_classifier
 from diffguard.nets.resnet import SmallResNet
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (

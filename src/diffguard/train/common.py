@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from diffguard.seeding import step_generator
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -31,11 +33,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
     return dev
-
-
-def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator private to one training step (or epoch), the same on every rerun."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:

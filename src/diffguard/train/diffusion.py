@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from diffguard.data.fmnist6 import NUM_CLASSES, RESOLUTION
-from diffguard.models import save_diffusion
+from diffguard.model_files import save_diffusion
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (
     EMA, RunState, batch_indices, cosine_lr, pick_device, resume, save_checkpoint, step_generator, train_loop,

@@ -1,4 +1,4 @@
-"""``diffguard benchmark``, ``diffguard score`` and ``diffguard report`` (the CLI's evaluation commands)."""
+"""``diffguard benchmark CONFIG``: run every method of a config on its benchmark; resumable; prints the table."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffguard.cli_score import run_score_command
-from diffguard.eval.datasets import DataError
-from diffguard.eval.store import StoreError
 
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, StoreError, ValueError, KeyError, FileNotFoundError)
-
-
-def add_eval_commands(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("benchmark", help="run a benchmark: baselines, DiffGuard, fusion, metrics, report")
     b.add_argument("config", help="built-in config name (fmnist6) or a YAML file")
     b.add_argument("--out", default=None, help="results folder (default: results/<config name>); reruns resume")
@@ -30,28 +24,7 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=None,
                    help="seed of every stochastic method (cutouts, oracle labels, MC-Dropout, DiffNB); the sample "
                    "draw keeps limit_seed. Aggregate several runs with `diffguard seeds`")
-    s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
-    s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
-    s.add_argument("--preset", default="fmnist6-cfg", help="DiffGuard preset (default: fmnist6-cfg)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="DiffGuard option override, e.g. guidance.scale=5")
-    s.add_argument("--calibration", default=None,
-                   help="a benchmark results folder whose thresholds.json gives the threshold (with --method)")
-    s.add_argument("--method", default=None, help="method name in --calibration (default: first DiffGuard one)")
-    s.add_argument("--val-limit", type=int, default=200,
-                   help="without --calibration: ID-validation images used to set the 95%%-TPR threshold")
-    s.add_argument("--out", default="scores.csv", help="CSV with one row per file (default: scores.csv)")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (for calibration)")
-    s.add_argument("--classifier", default=None, help="fmnist6-format classifier folder (default: the shipped one)")
-    s.add_argument("--diffusion", default=None, help="fmnist6-format diffusion folder (default: the shipped one)")
-    s.add_argument("--threads", type=int, default=None)
-    m = sub.add_parser("seeds", help="mean ± std of the metrics over runs that differ only in --seed")
-    m.add_argument("results", nargs="+", help="results folders of `diffguard benchmark ... --seed S`, two or more")
-    m.add_argument("--out", default=None, help="folder for seeds.{csv,json,md} (default: <first folder>-seeds)")
-    r = sub.add_parser("report", help="recompute metrics and rewrite the outputs of a results folder")
-    r.add_argument("results", nargs="+", help="a folder written by `diffguard benchmark`; with more folders, "
-                   "their results (same configuration) are first merged into the first one")
+    b.set_defaults(run=run)
 
 
 def _threads(n: int | None) -> None:
@@ -63,8 +36,8 @@ def _threads(n: int | None) -> None:
 
 def _model_hashes(cfg: Any) -> dict[str, list[str]]:
     from diffguard.eval.manifest import path_hash
-    from diffguard.eval.models import spec_files
-    from diffguard.models import shipped_path
+    from diffguard.specs.models import spec_files
+    from diffguard.model_files import shipped_path
 
     return {kind: [path_hash(p) for p in spec_files(getattr(cfg, kind), shipped_path(kind))]
             for kind in ("classifier", "diffusion")}
@@ -99,7 +72,7 @@ def _data_files(cfg: Any) -> list[Path]:
     return []
 
 
-def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
+def finish_run(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
     from diffguard.eval.evaluate import evaluate, write_outputs
     from diffguard.eval.tables import markdown_table
 
@@ -123,12 +96,12 @@ def _finish(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
     return 0
 
 
-def run_benchmark_command(args: argparse.Namespace) -> int:
-    from diffguard.eval.config import load_run_config
+def run(args: argparse.Namespace) -> int:
+    from diffguard.eval.run_config import load_run_config
     from diffguard.eval.distributed import dist_from_env, finish_group, init_group
     from diffguard.eval.manifest import build_manifest
     from diffguard.eval.preflight import preflight
-    from diffguard.eval.plan import config_dict
+    from diffguard.eval.run_config import config_dict
     from diffguard.eval.runner import Runner
 
     _threads(args.threads)
@@ -158,62 +131,6 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
             return 0
         with store:
             manifest["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
-            return _finish(runner, store, manifest)
+            return finish_run(runner, store, manifest)
     finally:
         finish_group(dist)
-
-
-def run_report_command(args: argparse.Namespace) -> int:
-    from diffguard.eval.config import build_run_config
-    from diffguard.eval.runner import Runner
-    from diffguard.eval.store import ResultStore
-
-    folder, *others = [Path(f) for f in args.results]
-    cfg_file = folder / "run_config.json"
-    if not cfg_file.is_file():
-        raise StoreError(f"{folder} has no run_config.json; is it a folder written by `diffguard benchmark`?")
-    data = json.loads(cfg_file.read_text())
-    fusion = data.pop("fusion", [])
-    cfg = build_run_config({**data, "fusion": fusion})
-    runner = Runner(cfg, folder, progress=False)
-    with ResultStore(folder / "results.sqlite") as store:
-        if others:
-            from diffguard.eval.distributed import merge_stores
-
-            merge_stores(store, [_results_file(f) for f in others])
-            extra = sorted({r[0] for r in store.db.execute("SELECT DISTINCT method FROM batches")}
-                           - {"classifier", *(m.name for m in cfg.methods)})
-            if extra:
-                print(f"note: merged results of methods not in {cfg_file} are kept but not reported: {extra}")
-        manifest = store.get_meta("manifest") or {}
-        return _finish(runner, store, manifest)
-
-
-def run_seeds_command(args: argparse.Namespace) -> int:
-    from diffguard.eval.seeds import aggregate, check_same_plan, read_run, summary_rows
-    from diffguard.eval.tables import markdown_table, write_metric_tables
-
-    folders = [Path(f) for f in args.results]
-    runs = [read_run(f) for f in folders]
-    names = [str(f) for f in folders]
-    check_same_plan([c for c, _ in runs], names)
-    rows = aggregate([r for _, r in runs], names)
-    out = Path(args.out) if args.out else folders[0].with_name(folders[0].name + "-seeds")
-    out.mkdir(parents=True, exist_ok=True)
-    write_metric_tables(rows, out, stem="seeds")
-    summary = markdown_table(summary_rows(rows))
-    (out / "seeds-summary.md").write_text(f"# Mean ± std over {len(runs)} runs: {', '.join(names)}\n\n{summary}")
-    print(summary)
-    print(f"mean ± std (population std) over {len(runs)} runs; all rows: {out / 'seeds.md'}")
-    return 0
-
-
-def _results_file(folder: Path) -> Path:
-    path = folder / "results.sqlite"
-    if not path.is_file():
-        raise StoreError(f"{folder} has no results.sqlite; is it a folder written by `diffguard benchmark`?")
-    return path
-
-
-EVAL_COMMANDS = {"benchmark": run_benchmark_command, "report": run_report_command, "score": run_score_command,
-                 "seeds": run_seeds_command}

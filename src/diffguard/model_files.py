@@ -12,6 +12,8 @@ The shipped weights live in ``diffguard/weights/``; :func:`shipped_path` finds t
 
 from __future__ import annotations
 
+from diffguard.errors import UserError
+
 import json
 import os
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {"classifier": "fmnist6-classifier", "diffusion": "fmnist6-diffusion"}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError):
     """A model folder that is missing, incomplete or does not match its configuration."""
 
 

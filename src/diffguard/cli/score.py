@@ -48,6 +48,26 @@ def load_inputs(files: list[Path], size: int, channels: int) -> tuple[list[int],
     return ok, stacked, skipped
 
 
+def add(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
+    s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
+    s.add_argument("--preset", default="fmnist6-cfg", help="DiffGuard preset (default: fmnist6-cfg)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="DiffGuard option override, e.g. guidance.scale=5")
+    s.add_argument("--calibration", default=None,
+                   help="a benchmark results folder whose thresholds.json gives the threshold (with --method)")
+    s.add_argument("--method", default=None, help="method name in --calibration (default: first DiffGuard one)")
+    s.add_argument("--val-limit", type=int, default=200,
+                   help="without --calibration: ID-validation images used to set the 95%%-TPR threshold")
+    s.add_argument("--out", default="scores.csv", help="CSV with one row per file (default: scores.csv)")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (for calibration)")
+    s.add_argument("--classifier", default=None, help="fmnist6-format classifier folder (default: the shipped one)")
+    s.add_argument("--diffusion", default=None, help="fmnist6-format diffusion folder (default: the shipped one)")
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(run=run)
+
+
 def calibrate(detector: Any, args: argparse.Namespace) -> tuple[float, str]:
     """Threshold and its source: a results folder's thresholds.json, or fresh scores on fmnist6 ID-val."""
     if args.calibration:
@@ -57,10 +77,10 @@ def calibrate(detector: Any, args: argparse.Namespace) -> tuple[float, str]:
         thr = json.loads(path.read_text())["thresholds"]
         name = args.method or next(iter(thr), None)
         if name not in thr:
-            raise ValueError(f"method {name!r} has no threshold in {path}; available: {sorted(thr)}")
+            raise DataError(f"method {name!r} has no threshold in {path}; available: {sorted(thr)}")
         return float(thr[name]), f"{path} [{name}]"
     from diffguard.eval.benchmarks import get_benchmark, open_benchmark
-    from diffguard.eval.plan import select_rows
+    from diffguard.eval.rows import select_rows
 
     val = open_benchmark(get_benchmark("fmnist6"), args.data_root, ["val"])["val"]
     rows = select_rows(len(val), args.val_limit, 0, "val")
@@ -74,7 +94,7 @@ def _score(detector: Any, x: torch.Tensor, ids: torch.Tensor, batch: int) -> np.
     return np.concatenate(out) if out else np.empty(0)
 
 
-def run_score_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from diffguard.backends.pixel import PixelBackend
     from diffguard.classify.base import fmnist6_classifier
     from diffguard.detectors.diffguard import DiffGuard

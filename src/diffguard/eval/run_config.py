@@ -1,11 +1,11 @@
-"""Run configuration files (YAML) mapped onto :class:`~diffguard.eval.runner.RunConfig`, plus dotted overrides.
+"""The run configuration of a benchmark: :class:`RunConfig`, and config files (YAML) mapped onto it with dotted
+overrides.
 
 A config names the benchmark, run settings and the methods; built-in configs live in ``diffguard/configs``
 (``diffguard benchmark fmnist6`` uses ``fmnist6.yaml``). Overrides given as ``key=value``:
 
 * run settings: ``limit=200``, ``val_limit=100``, ``batch_size=32``, ``sets=[test,near-fmnist]``;
-* a method's DiffGuard option: ``diffguard-cfg.guidance.scale=5`` (appended to that method's overrides);
-* a baseline parameter: ``knn.k=100``;
+* a method's parameter: ``diffguard-cfg.guidance.scale=5`` (a DiffGuard override), ``knn.k=100``;
 * a key of a model spec: ``classifier.weights=/ckpt/resnet50.pth``.
 
 String values may name environment variables as ``${NAME}`` (the paper configs take checkpoint paths this way);
@@ -18,11 +18,87 @@ import dataclasses
 import difflib
 import os
 import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffguard.eval.methods import MethodConfig
-from diffguard.eval.plan import FusionConfig, RunConfig
+from diffguard.errors import ConfigError
+from diffguard.specs.methods import MethodConfig
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """"DiffGuard + X": ``baseline`` and ``diffguard`` are method names of the run; quantiles of the baseline's
+    ID-validation scores bound the band that DiffGuard decides (see :mod:`diffguard.detectors.fusion`)."""
+
+    baseline: str
+    diffguard: str
+    low_q: float = 0.5
+    high_q: float = 0.99
+
+
+@dataclass
+class RunConfig:
+    """Everything a benchmark run depends on (the CLI maps config files and ``--set`` overrides onto it).
+
+    Args:
+        benchmark: registered benchmark name (``fmnist6``, ``cifar10``, ``imagenet``).
+        methods: the methods to run, in order (cheap ones first is wise).
+        fusion: "DiffGuard + X" combinations to evaluate.
+        sets: restrict to these sets (default: all of the benchmark).
+        limit: at most this many samples per test / OOD set, drawn with ``limit_seed`` (None = all).
+        val_limit: at most this many ID-validation samples (thresholds and fusion calibration).
+        train_limit: at most this many ID-training samples for fitting KNN / ViM / MDS (None = all, OpenOOD's way).
+        batch_size: images per batch (methods may override).
+        classifier, diffusion: model folders or specs (None = the shipped fmnist6 models; see
+            :mod:`diffguard.specs.models`).
+        image_size: the benchmark images' side in pixels (None = the benchmark's; e.g. 224 for the GDM setting).
+        ensemble: folders of all Deep-Ensemble members (None = the classifier plus the shipped
+            ``fmnist6-classifier-s*`` folders).
+        data_root: data folder (fmnist6: the Fashion-MNIST IDX files; others: OpenOOD's layout).
+        gallery: input / synthesis pairs per end (most and least OOD) per set in the report.
+        ablation: the name of the setting the methods vary (an ablation study); adds ``ablation.md`` and
+            ``ablation.png`` (AUROC per variant) to the outputs.
+        device: "auto" (``cuda:<local rank>`` when CUDA is available, else CPU), "cpu", "cuda", "cuda:N".
+    """
+
+    benchmark: str = "fmnist6"
+    methods: list[MethodConfig] = field(default_factory=list)
+    fusion: list[FusionConfig] = field(default_factory=list)
+    sets: list[str] | None = None
+    limit: int | None = None
+    val_limit: int | None = 500
+    train_limit: int | None = None
+    limit_seed: int = 0
+    batch_size: int = 64
+    classifier: str | dict[str, Any] | None = None
+    diffusion: str | dict[str, Any] | None = None
+    ensemble: list[str] | None = None
+    data_root: str | None = None
+    image_size: int | None = None
+    gallery: int = 6
+    ablation: str | None = None
+    device: str = "auto"
+
+    def plan_key(self) -> dict[str, Any]:
+        """The settings that define the work units; a results file is only resumed under the same ones."""
+        return {k: getattr(self, k) for k in ("benchmark", "sets", "limit", "val_limit", "train_limit", "limit_seed",
+                                              "batch_size", "classifier", "diffusion",
+                                              "image_size")}
+
+    def method(self, name: str) -> MethodConfig:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"no method {name!r} in this run; methods: {[m.name for m in self.methods]}")
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """A JSON-able view of the run configuration (for manifests and reports)."""
+    d = asdict(cfg)
+    d["methods"] = [m.as_dict() for m in cfg.methods]
+    return d
+
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -41,20 +117,20 @@ def read_config_file(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         if not path.is_file():
             close = difflib.get_close_matches(str(name_or_path), builtin_configs(), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown benchmark config {str(name_or_path)!r}.{hint} Built-in: "
+            raise ConfigError(f"unknown benchmark config {str(name_or_path)!r}.{hint} Built-in: "
                              f"{', '.join(builtin_configs())}; or pass a path to a YAML file")
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of settings")
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
     missing: list[str] = []
     data = _expand(data, missing)
     if missing:
-        raise ValueError(f"config {path.name} needs the environment variable(s) {sorted(set(missing))} "
+        raise ConfigError(f"config {path.name} needs the environment variable(s) {sorted(set(missing))} "
                          "(paths to local files, see the comments in the config); set them and rerun")
     return data
 
@@ -80,7 +156,7 @@ def _expand_fusion(entries: list[dict[str, Any]], methods: list[MethodConfig]) -
     for e in entries:
         unknown = sorted(set(e) - {f.name for f in dataclasses.fields(FusionConfig)})
         if unknown:
-            raise ValueError(f"fusion entry {e}: unknown key(s) {unknown}")
+            raise ConfigError(f"fusion entry {e}: unknown key(s) {unknown}")
         names = baselines if e.get("baseline") == "*" else [e["baseline"]]
         out += [FusionConfig(**{**e, "baseline": b}) for b in names]
     return out
@@ -98,7 +174,7 @@ def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConf
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. limit=200)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. limit=200)")
         head, _, rest = key.partition(".")
         if not rest and head in run_fields:
             data[head] = parse_value(raw)
@@ -110,11 +186,11 @@ def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConf
         else:
             close = difflib.get_close_matches(head, sorted(run_fields | set(by_name)), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"override {item!r}: {head!r} is neither a run setting nor a method of this config."
+            raise ConfigError(f"override {item!r}: {head!r} is neither a run setting nor a method of this config."
                              f"{hint} Settings: {sorted(run_fields)}; methods: {sorted(by_name)}")
     unknown = sorted(set(data) - run_fields)
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid: {sorted(run_fields)}")
+        raise ConfigError(f"unknown config key(s) {unknown}; valid: {sorted(run_fields)}")
     methods = [by_name[m.name] for m in methods]
     return RunConfig(methods=methods, fusion=_expand_fusion(fusion_entries, methods), **data)
 

@@ -23,9 +23,10 @@ from PIL import Image
 from diffguard.backends.pixel import PixelBackend
 from diffguard.data.fmnist6 import KNOWN_NAMES, NUM_CLASSES, load_fmnist6
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
+from diffguard.diffusion.early_stop import psnr
 from diffguard.diffusion.respace import even_levels
 from diffguard.guidance.cfg import cfg_eps, label_eps
-from diffguard.models import load_classifier, shipped_path
+from diffguard.model_files import load_classifier, shipped_path
 from diffguard.sysinfo import machine
 from diffguard.train.common import iterate_minibatches, pick_device
 
@@ -40,12 +41,6 @@ class QualityCheck:
     cfg_scale: float = 3.0
     seed: int = 0
     batch_size: int = 250
-
-
-def psnr01(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in [-1, 1] measured on the [0, 1] scale (peak 1). a, b: (B, C, H, W) -> (B,)."""
-    mse = ((a - b) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
 @torch.no_grad()
@@ -64,7 +59,7 @@ def reconstruction_psnr(backend: PixelBackend, x: torch.Tensor, steps: int, bs: 
         eps = label_eps(backend.eps, torch.full((xb.shape[0],), backend.null_label))
         z, lvl = ddim_invert(eps, xb, levels)
         rec = backend.decode(ddim_sample(eps, z, levels, start=lvl))
-        out.append(psnr01(rec, xb).cpu())
+        out.append(psnr(rec, xb).cpu())
     return torch.cat(out)
 
 

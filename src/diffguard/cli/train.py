@@ -1,0 +1,58 @@
+"""``diffguard train classifier|diffusion``: train the models DiffGuard needs (resumable, seeded)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from diffguard.cli.options import add_common
+
+DEFAULT_CKPT_ROOT = Path("runs")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cfg_cls: type) -> None:
+    """One ``--flag`` per scalar field of a training config dataclass (defaults shown in --help)."""
+    for f in fields(cfg_cls):
+        default = f.default
+        if isinstance(default, tuple):
+            continue
+        kind = {int: int, float: float, str: str}.get(type(default), int)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f"(default: {default})")
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    from diffguard.train.classifier import ClassifierTrainConfig
+    from diffguard.train.diffusion import DiffusionTrainConfig
+
+    train = sub.add_parser("train", help="train an embedded fmnist6 model").add_subparsers(dest="what", required=True)
+    for name, cfg_cls in (("classifier", ClassifierTrainConfig), ("diffusion", DiffusionTrainConfig)):
+        p = train.add_parser(name, help=f"train the fmnist6 {name} (resumable)")
+        add_common(p)
+        p.add_argument("--out", type=Path, required=True, help="folder for the final model files")
+        p.add_argument("--ckpt-dir", type=Path, default=None,
+                       help=f"folder for the resumable checkpoint (default: {DEFAULT_CKPT_ROOT}/train-{name})")
+        p.add_argument("--max-minutes", type=float, default=None,
+                       help="checkpoint and stop after this much wall time; rerun the same command to resume")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        _add_config_flags(p, cfg_cls)
+        p.set_defaults(cfg_cls=cfg_cls, run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = args.cfg_cls(**{f.name: getattr(args, f.name) for f in fields(args.cfg_cls) if hasattr(args, f.name)})
+    ckpt = args.ckpt_dir or DEFAULT_CKPT_ROOT / f"train-{args.what}"
+    if args.what == "classifier":
+        from diffguard.train.classifier import train_classifier as fn
+    else:
+        from diffguard.train.diffusion import train_diffusion as fn
+    done = fn(cfg, args.out, ckpt, args.data_root, args.device, args.max_minutes)
+    print(f"finished: model written to {args.out}" if done
+          else f"stopped after --max-minutes; checkpoint in {ckpt}. Rerun the same command to resume.")
+    return 0
+
+

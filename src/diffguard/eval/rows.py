@@ -1,0 +1,40 @@
+"""The row plan of a benchmark run: which rows of each set are scored, and how they are cut into batches.
+
+The plan (``RunConfig.plan_key``) is part of a results store's manifest, so a store is only resumed under the same
+plan.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from diffguard.eval.benchmarks import BenchmarkSpec
+from diffguard.eval.datasets import ImageSource
+
+if TYPE_CHECKING:
+    from diffguard.eval.run_config import RunConfig
+
+
+def select_rows(n: int, limit: int | None, seed: int, set_name: str) -> np.ndarray:
+    """Sorted row indices: all ``n``, or ``limit`` of them drawn with a generator seeded by (seed, set name)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, zlib.crc32(set_name.encode())])
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def row_plan(spec: BenchmarkSpec, sources: dict[str, ImageSource], cfg: RunConfig) -> dict[str, np.ndarray]:
+    """Rows per set: ``train_limit`` of train (fits), ``val_limit`` of val, ``limit`` of the test and OOD sets."""
+    plan = {}
+    for name, src in sources.items():
+        role = spec.get(name).role
+        limit = cfg.train_limit if role == "train" else cfg.val_limit if role == "val" else cfg.limit
+        plan[name] = select_rows(len(src), limit, cfg.limit_seed, name)
+    return plan
+
+
+def batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
