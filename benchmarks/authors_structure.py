@@ -169,8 +169,8 @@ def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
     diffs = {n: float((torch.cat(prod[n]) - torch.cat(auth[n])).abs().max().cpu()) for n in det.distances}
     n = x.shape[0]
     return {"images": n, "production_s": t_prod, "authors_s": t_auth, "production_img_s": n / t_prod,
-            "authors_img_s": n / t_auth, "speedup": t_auth / t_prod, "score": det.score,
-            "max_abs_diff_score": diffs[det.score], "max_abs_diff": diffs,
+            "authors_img_s": n / t_auth, "speedup": t_auth / t_prod, "score": det.score_distance,
+            "max_abs_diff_score": diffs[det.score_distance], "max_abs_diff": diffs,
             "evals_per_image": {k: {name: v / n for name, v in sorted(c.images().items())}
                                 for k, c in counters.items()}}
 

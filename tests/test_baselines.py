@@ -333,7 +333,7 @@ def test_every_baseline_contract(name, tiny_backend):
     det = create_baseline(name, clf, **_contract_params(name, tiny_backend))
     assert det.name == name and det.display_name
     assert det.fit(train) is det
-    run = (lambda: det.score_images(x_test, test.ids)) if det.needs_images else (lambda: det.score(test))
+    run = (lambda: det.score_images(x_test, test.ids)) if det.needs.images else (lambda: det.score(test))
     s = run()
     assert s.shape == (5,) and s.dtype == torch.float64 and torch.isfinite(s).all()
     torch.testing.assert_close(run(), s)

@@ -116,7 +116,7 @@ def test_bad_options(tiny):
     with pytest.raises(ValueError, match="reference"):
         DiffGuard(clf, backend, GUIDANCES["cfg"], reference="original")
     with pytest.raises(ValueError, match="score"):
-        DiffGuard(clf, backend, GUIDANCES["cfg"], distances=("l2",), score="ssim")
+        DiffGuard(clf, backend, GUIDANCES["cfg"], distances=("l2",), score_distance="ssim")
     with pytest.raises(ValueError, match="variant"):
         Inversion(variant="backwards")
 

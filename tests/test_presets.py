@@ -80,5 +80,5 @@ def test_unknown_preset_suggests_names():
 
 
 def test_create_detector_refuses_unknown_option():
-    with pytest.raises(TypeError, match="unknown DiffGuard option"):
+    with pytest.raises(ValueError, match="unknown DiffGuard option"):
         create_detector("fmnist6-cfg", object(), object(), refrence="input")

@@ -135,7 +135,7 @@ def test_config_overrides_and_unknown_names() -> None:
                                                                   "preset": "fmnist6-cfg"}]}
     cfg = build_run_config(data, ["limit=10", "knn.k=7", "dg.guidance.scale=5"])
     assert cfg.limit == 10 and cfg.method("knn").params == {"k": 7}
-    assert cfg.method("dg").overrides == ("guidance.scale=5",)
+    assert cfg.method("dg").params["overrides"] == ["guidance.scale=5"]
     with pytest.raises(ValueError, match="Did you mean limit"):
         build_run_config(data, ["limt=10"])
     with pytest.raises(ValueError, match="unknown config key"):
@@ -182,7 +182,7 @@ def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeyp
         monkeypatch.setenv(var, f"/ckpt/{var.lower()}")
     cfg = load_run_config(name, ["classifier.num_classes=1000"])
     assert isinstance(cfg.classifier, dict) and cfg.classifier["num_classes"] == 1000
-    assert any(m.kind == "diffguard" for m in cfg.methods) and cfg.fusion
+    assert any(m.is_diffguard for m in cfg.methods) and cfg.fusion
     assert str(cfg.diffusion).count("/ckpt/") == 1
 
 

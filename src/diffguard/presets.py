@@ -18,7 +18,7 @@ other than ``classifier`` and ``backend``; :func:`create_detector` builds the de
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ from diffguard.guidance.classifier import ClassifierGuidance
 from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.early_stop import (AUTHORS_PSNR_PEAK, CachedReferenceSimilarity, any_of, psnr_below,
                                             similarity_below)
+from diffguard.errors import ConfigError
 from diffguard.registry import Registry
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
@@ -56,7 +57,7 @@ def gdm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 100, e
         rules.append(psnr_below(psnr_threshold, peak=AUTHORS_PSNR_PEAK))
     if dists_threshold is not None:
         if dists_weights is None:
-            raise ValueError("the gdm preset's DISTS early stop needs dists_weights=<local DISTS weights file>, "
+            raise ConfigError("the gdm preset's DISTS early stop needs dists_weights=<local DISTS weights file>, "
                              "or dists_threshold=None for a PSNR-only early stop")
         rules.append(similarity_below(_dists_similarity(dists_weights), dists_threshold))
     dist_kwargs = {"dists": {"weights": dists_weights}} if dists_weights is not None else {}
@@ -109,22 +110,30 @@ def fmnist6_cfg() -> dict[str, Any]:
     )
 
 
-def create_detector(preset: str, classifier: torch.nn.Module, backend: object, **overrides: Any) -> DiffGuard:
-    """Build a DiffGuard from a named preset; ``overrides`` replace preset values (unknown names are refused).
+def resolve_preset(preset: str, overrides: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+    """The DiffGuard keyword arguments (all but ``classifier`` and ``backend``) of a named preset.
 
-    Preset arguments (e.g. ``dists_weights``) are passed with the prefix-free name when the preset takes them.
+    ``options`` are the preset's own arguments (e.g. ``dists_weights``) or DiffGuard fields replacing the preset's
+    values (e.g. ``reference="unguided"``); ``overrides`` are dotted ``key=value`` changes applied last (e.g.
+    ``guidance.scale=5``, see :func:`apply_overrides`). Unknown names are refused with the valid ones listed.
     """
-    factory = PRESETS.get(preset)
     import inspect
 
+    factory = PRESETS.get(preset)
     params = inspect.signature(factory).parameters
-    preset_args = {k: overrides.pop(k) for k in list(overrides) if k in params}
-    kwargs = factory(**preset_args)
+    preset_args = {k: options.pop(k) for k in list(options) if k in params}
     fields = set(inspect.signature(DiffGuard).parameters) - {"classifier", "backend"}
-    unknown = sorted(set(overrides) - fields)
+    unknown = sorted(set(options) - fields)
     if unknown:
-        raise TypeError(f"unknown DiffGuard option(s) {unknown}; valid: {sorted(fields)}")
-    return DiffGuard(classifier, backend, **{**kwargs, **overrides})
+        raise ConfigError(f"unknown DiffGuard option(s) {unknown} for preset {preset!r}; valid: preset arguments "
+                          f"{sorted(params)} and DiffGuard fields {sorted(fields)}")
+    return apply_overrides({**factory(**preset_args), **options}, list(overrides))
+
+
+def create_detector(preset: str, classifier: torch.nn.Module, backend: object, overrides: Sequence[str] = (),
+                    **options: Any) -> DiffGuard:
+    """Build a DiffGuard from a named preset (``options`` and ``overrides`` as in :func:`resolve_preset`)."""
+    return DiffGuard(classifier, backend, **resolve_preset(preset, overrides, **options))
 
 
 def parse_value(text: str) -> Any:
@@ -148,18 +157,18 @@ def apply_overrides(kwargs: dict[str, Any], overrides: list[str]) -> dict[str, A
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. guidance.scale=5)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. guidance.scale=5)")
         head, _, field_name = key.partition(".")
         value = _stop_rule(raw) if key == "inversion.stop" else parse_value(raw)
         if not field_name:
             out[head] = value
             continue
         if head not in out or not dataclasses.is_dataclass(out[head]):
-            raise ValueError(f"override {item!r}: {head!r} is not a configurable part; use one of "
+            raise ConfigError(f"override {item!r}: {head!r} is not a configurable part; use one of "
                              f"{sorted(k for k, v in out.items() if dataclasses.is_dataclass(v))}")
         names = {f.name for f in dataclasses.fields(out[head])}
         if field_name not in names:
-            raise ValueError(f"override {item!r}: {type(out[head]).__name__} has no field {field_name!r}; "
+            raise ConfigError(f"override {item!r}: {type(out[head]).__name__} has no field {field_name!r}; "
                              f"valid: {sorted(names)}")
         out[head] = dataclasses.replace(out[head], **{field_name: value})
     return out
@@ -170,5 +179,5 @@ def _stop_rule(text: str) -> Any:
         return None
     kind, _, value = text.partition(":")
     if kind != "psnr" or not value:
-        raise ValueError(f"early-stop override {text!r}: use psnr:<dB> (standard PSNR) or none")
+        raise ConfigError(f"early-stop override {text!r}: use psnr:<dB> (standard PSNR) or none")
     return psnr_below(float(value))

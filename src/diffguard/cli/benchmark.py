@@ -11,7 +11,7 @@ from typing import Any
 
 def add(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("benchmark", help="run a benchmark: baselines, DiffGuard, fusion, metrics, report")
-    b.add_argument("config", help="built-in config name (fmnist6) or a YAML file")
+    b.add_argument("config", help="built-in config name (fmnist6), a run config YAML, or a benchmark definition YAML")
     b.add_argument("--out", default=None, help="results folder (default: results/<config name>); reruns resume")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting: limit=200, batch_size=32, diffguard-cfg.guidance.scale=5, knn.k=100")
@@ -46,15 +46,7 @@ def _model_hashes(cfg: Any) -> dict[str, list[str]]:
 def run_seeds(cfg: Any) -> dict[str, Any]:
     """Every seed the run depends on: the sample-limit seed and each method's own seed (crops, oracle labels,
     dropout, DiffNB noise); methods without randomness get None."""
-    from diffguard.presets import PRESETS, apply_overrides
-
-    seeds: dict[str, Any] = {"limit_seed": cfg.limit_seed}
-    for m in cfg.methods:
-        if m.kind == "diffguard":
-            seeds[m.name] = apply_overrides(PRESETS.get(m.preset)(**m.params), list(m.overrides)).get("seed", 0)
-        else:
-            seeds[m.name] = m.params.get("seed", 0 if (m.baseline or m.name) in ("mc_dropout", "diffnb") else None)
-    return seeds
+    return {"limit_seed": cfg.limit_seed, **{m.name: m.seed() for m in cfg.methods}}
 
 
 def seed_overrides(cfg: Any, seed: int) -> list[str]:
@@ -69,7 +61,21 @@ def _data_files(cfg: Any) -> list[Path]:
         from diffguard.data.fashion_mnist import resolve_root
 
         return sorted(p for p in resolve_root(cfg.data_root).glob("*") if "ubyte" in p.name)
+    if isinstance(cfg.benchmark, dict):  # a user benchmark: its image lists and the images of its folders
+        from diffguard.eval.benchmarks import resolve_benchmark
+        from diffguard.eval.user_benchmark import benchmark_files
+
+        return benchmark_files(resolve_benchmark(cfg.benchmark))
     return []
+
+
+def _default_out(config: str, cfg: Any) -> Path:
+    """results/<config file stem>; for a benchmark definition file run directly, results/<benchmark name>."""
+    from diffguard.eval.user_benchmark import is_definition, looks_like_file, read_definition
+
+    if isinstance(cfg.benchmark, dict) and looks_like_file(config) and is_definition(read_definition(config)):
+        return Path("results") / cfg.benchmark["name"]
+    return Path("results") / Path(config).stem
 
 
 def finish_run(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, overrides)
     if args.seed is not None:
         cfg = load_run_config(args.config, overrides + seed_overrides(cfg, args.seed))
-    out = Path(args.out or Path("results") / Path(args.config).stem)
+    out = Path(args.out or _default_out(args.config, cfg))
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or []) - {m.name for m in cfg.methods})
     if unknown:

@@ -15,17 +15,19 @@ Higher score = more OOD.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffguard.detectors.base import DETECTORS, DetectorBase, Needs, Scored
+from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.diffusion.inversion import Inversion
+from diffguard.distances import create_distance
+from diffguard.errors import ConfigError
 from diffguard.guidance.classifier import ClassifierGuidance
 from diffguard.guidance.masked_cfg import CFGGuidance
-from diffguard.diffusion.ddim import ddim_invert, ddim_sample
-from diffguard.distances import create_distance
 from diffguard.seeding import sample_generator
 
 Reference = Literal["input", "unguided"]
@@ -60,8 +62,8 @@ def check_images(x: Tensor, tol: float = 1e-4) -> None:
         raise ValueError(f"images must lie in [-1, 1] (got [{lo:.3g}, {hi:.3g}]); map [0, 1] images with x * 2 - 1")
 
 
-@dataclass
-class DiffGuard:
+@dataclass(repr=False)
+class DiffGuard(DetectorBase):
     """DiffGuard OOD detector.
 
     Args:
@@ -71,8 +73,8 @@ class DiffGuard:
             ``cam_cut`` is set).
         inversion: grid, early stop and start convention (:class:`Inversion`).
         reference: "input" or "unguided" (an unguided reconstruction from the same latent).
-        distances: names from ``diffguard.distances`` to compute; ``score`` names the one used as the score
-            (default: the first).
+        distances: names from ``diffguard.distances`` to compute; ``score_distance`` names the one used as the
+            score (default: the first).
         label_mode: "predicted" or "oracle" (needs ``y_true`` in :meth:`analyze`).
         seed: seeds the per-sample crop generators and the oracle's random OOD labels.
         distance_kwargs: constructor arguments per distance name (e.g. ``{"dists": {"weights": path}}``).
@@ -84,19 +86,24 @@ class DiffGuard:
     inversion: Inversion = field(default_factory=Inversion)
     reference: Reference = "input"
     distances: Sequence[str] = ("l2",)
-    score: str | None = None
+    score_distance: str | None = None
     label_mode: LabelMode = "predicted"
     seed: int = 0
     distance_kwargs: dict[str, dict] = field(default_factory=dict)
 
+    name: ClassVar[str] = "diffguard"
+    display_name: ClassVar[str] = "DiffGuard"
+    needs: ClassVar[Needs] = Needs(images=True, backend=True, randomness=True, labels=True)
+
     def __post_init__(self) -> None:
         if self.reference not in ("input", "unguided"):
-            raise ValueError(f"reference must be 'input' or 'unguided', got {self.reference!r}")
+            raise ConfigError(f"reference must be 'input' or 'unguided', got {self.reference!r}")
         if self.label_mode not in ("predicted", "oracle"):
-            raise ValueError(f"label_mode must be 'predicted' or 'oracle', got {self.label_mode!r}")
-        self.score = self.score or self.distances[0]
-        if self.score not in self.distances:
-            raise ValueError(f"score {self.score!r} is not among the distances {list(self.distances)}")
+            raise ConfigError(f"label_mode must be 'predicted' or 'oracle', got {self.label_mode!r}")
+        self.score_distance = self.score_distance or self.distances[0]
+        if self.score_distance not in self.distances:
+            raise ConfigError(f"score_distance {self.score_distance!r} is not among the distances "
+                              f"{list(self.distances)}")
         self._dist = {n: create_distance(n, **self._distance_args(n)) for n in self.distances}
         self.levels = self.inversion.levels(self.backend.alphas_cumprod)
 
@@ -106,15 +113,29 @@ class DiffGuard:
             args.setdefault("classifier", self.classifier)
         return args
 
-    def fit(self, loader: object = None) -> "DiffGuard":
-        """Nothing to fit: DiffGuard needs no in-distribution statistics. Returns self."""
-        return self
+    def params(self) -> dict[str, object]:
+        """The configuration (everything but the models), for reports and manifests."""
+        return {"guidance": self.guidance, "inversion": self.inversion, "reference": self.reference,
+                "distances": tuple(self.distances), "score_distance": self.score_distance,
+                "label_mode": self.label_mode, "seed": self.seed}
 
     def predict(self, x: Tensor, **kwargs: object) -> Tensor:
         """OOD scores (B,), higher = more OOD. x: (B, C, H, W) in [-1, 1]. kwargs go to :meth:`analyze`."""
         return self.analyze(x, **kwargs).score
 
     __call__ = predict
+
+    def score_images(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None) -> Tensor:
+        """(B,) OOD scores of images x (B, C, H, W) in [-1, 1] (the contract's name for :meth:`predict`)."""
+        return self.analyze(x, y_true=y_true, ids=ids).score
+
+    def details(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None) -> Scored:
+        """The score, every distance (``dist:<name>``), the guided label and the stop / start levels per sample,
+        and the syntheses."""
+        r = self.analyze(x, y_true=y_true, ids=ids)
+        cols = {**{f"dist:{k}": v for k, v in r.distances.items()}, "label": r.labels, "stop": r.stop_level,
+                "start": r.start_level}
+        return Scored(r.score, cols, r.synthesis)
 
     def choose_labels(self, logits: Tensor, labels: Tensor | None, y_true: Tensor | None,
                       generator: torch.Generator) -> Tensor:
@@ -163,7 +184,7 @@ class DiffGuard:
         ref = unguided if self.reference == "unguided" else x
         with torch.no_grad():
             dists = {n: d(ref, synth) for n, d in self._dist.items()}
-        return DiffGuardResult(dists[self.score], dists, synth, ref, unguided, y, logits.argmax(1), logits,
+        return DiffGuardResult(dists[self.score_distance], dists, synth, ref, unguided, y, logits.argmax(1), logits,
                                stop, start)
 
     def _invert(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -183,3 +204,26 @@ class DiffGuard:
                                   predicted=predicted)
         with torch.no_grad():  # guidance enables autograd itself where it needs a gradient
             return self.backend.decode(ddim_sample(eps, z, self.levels, start))
+
+
+@DETECTORS.register("diffguard")
+def diffguard_detector(classifier: Any, backend: Any, preset: str = "fmnist6-cfg", overrides: Sequence[str] = (),
+                       **options: Any) -> DiffGuard:
+    """DiffGuard built from a named preset (:mod:`diffguard.presets`): ``options`` are the preset's arguments
+    (e.g. ``dists_weights``) or DiffGuard fields (e.g. ``reference``), ``overrides`` dotted ``key=value`` changes
+    (e.g. ``guidance.scale=5``, ``label_mode=oracle``)."""
+    from diffguard.presets import create_detector
+
+    return create_detector(preset, classifier, backend, overrides=overrides, **options)
+
+
+def _default_seed(preset: str = "fmnist6-cfg", overrides: Sequence[str] = (), **options: Any) -> int:
+    """The seed a :func:`diffguard_detector` with these parameters uses (without building it)."""
+    from diffguard.presets import resolve_preset
+
+    return int(resolve_preset(preset, overrides, **options).get("seed", 0))
+
+
+diffguard_detector.needs = DiffGuard.needs  # type: ignore[attr-defined]
+diffguard_detector.default_seed = _default_seed  # type: ignore[attr-defined]
+diffguard_detector.display_name = DiffGuard.display_name  # type: ignore[attr-defined]

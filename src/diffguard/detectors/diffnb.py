@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from diffguard.seeding import sample_generator
-from diffguard.detectors.base import BASELINES, Baseline
+from diffguard.detectors.base import BASELINES, Baseline, Needs
 from diffguard.diffusion.ddim import ddim_sample
 from diffguard.diffusion.respace import even_levels, even_stride
 from diffguard.guidance.cfg import cfg_eps
@@ -60,7 +60,7 @@ class DiffNB(Baseline):
 
     name = "diffnb"
     display_name = "DiffNB"
-    needs_images = True
+    needs = Needs(images=True, backend=True, randomness=True)
 
     def __init__(self, classifier: Any, backend: Any, noise_levels: Sequence[int] = (0, 120, 240, 360),
                  repeats: int = 4, steps: int = 50, guidance_beta: float = 2.0, space: Space = "logit",
@@ -123,6 +123,7 @@ class DiffNB(Baseline):
         f = (f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10)).view(*rec.shape[:3], -1)
         return (f - f[:1]).abs().sum(dim=3).mean(dim=1).T.contiguous()
 
-    def score_images(self, x: Tensor, ids: Tensor) -> Tensor:
-        """x: (B, C, H, W) in [-1, 1], ids (B,) int64 -> (B,) float64 base score (global score at the largest t)."""
-        return self.global_scores(x, ids)[:, -1]
+    def score_images(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W) in [-1, 1], ids (B,) int64 (default 0..B-1) -> (B,) float64 base score (global score at
+        the largest t)."""
+        return self.global_scores(x, torch.arange(x.shape[0]) if ids is None else ids)[:, -1]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("ebo")
@@ -24,6 +24,7 @@ class EBO(Baseline):
 
     name = "ebo"
     display_name = "EBO"
+    needs = Needs()
 
     def __init__(self, classifier: Any = None, temperature: float = 1.0):
         if not temperature > 0:

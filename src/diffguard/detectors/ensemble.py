@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, msp_score
+from diffguard.detectors.base import BASELINES, Baseline, Needs, msp_score
 
 
 @BASELINES.register("ensemble")
@@ -30,7 +30,7 @@ class DeepEnsemble(Baseline):
 
     name = "ensemble"
     display_name = "Deep Ensemble"
-    needs_images = True
+    needs = Needs(images=True, members=True)
 
     def __init__(self, classifier: Any = None, members: Sequence[Any] | None = None):
         if members is None or len(members) < 2:
@@ -43,7 +43,7 @@ class DeepEnsemble(Baseline):
         return {"members": len(self.members)}
 
     @torch.no_grad()
-    def score_images(self, x: Tensor, ids: Tensor | None = None) -> Tensor:
+    def score_images(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W) in [-1, 1] -> (B,) float64 in [-1, -1/K]. ``ids`` is unused (deterministic)."""
         logits = [m.logits(x).double() for m in self.members]
         if len({lo.shape for lo in logits}) != 1:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("knn")
@@ -29,6 +29,7 @@ class KNN(Baseline):
 
     name = "knn"
     display_name = "KNN"
+    needs = Needs(fit=True)
 
     def __init__(self, classifier: Any = None, k: int = 50, chunk: int = 512):
         if k < 1 or chunk < 1:
@@ -41,13 +42,12 @@ class KNN(Baseline):
     def params(self) -> dict[str, Any]:
         return {"k": self.k}
 
-    def fit(self, train: ClassifierOutputs) -> KNN:
+    def fit_outputs(self, train: ClassifierOutputs) -> None:
         """Store the L2-normalised ID-train features (N_train, D) as float64."""
         check_outputs(train)
         if self.k > len(train):
             raise ValueError(f"k={self.k} is larger than the {len(train)} train rows; lower k")
         self.bank = F.normalize(train.features.double(), dim=1, eps=1e-12)
-        return self
 
     def score(self, out: ClassifierOutputs) -> Tensor:
         """out.features (N, D) -> (N,) float64 distances in [0, 2], higher = more OOD."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from diffguard.seeding import sample_generator
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
 
 
 @BASELINES.register("mc_dropout")
@@ -34,6 +34,7 @@ class MCDropout(Baseline):
 
     name = "mc_dropout"
     display_name = "MC-Dropout"
+    needs = Needs(randomness=True)
 
     def __init__(self, classifier: Any, p: float = 0.5, passes: int = 5, seed: int = 0):
         if classifier is None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("mds")
@@ -23,13 +23,14 @@ class MDS(Baseline):
 
     name = "mds"
     display_name = "MDS"
+    needs = Needs(fit=True, fit_labels=True)
 
     def __init__(self, classifier: Any = None):
         self.classifier = classifier
         self.means: Tensor | None = None
         self.precision: Tensor | None = None
 
-    def fit(self, train: ClassifierOutputs) -> MDS:
+    def fit_outputs(self, train: ClassifierOutputs) -> None:
         """Class means (K, D) from rows with label >= 0 and the shared precision (D, D), float64."""
         check_outputs(train, need_labels=True)
         keep = train.labels >= 0
@@ -43,7 +44,6 @@ class MDS(Baseline):
         centred = centred - centred.mean(dim=0)  # EmpiricalCovariance(assume_centered=False); the mean is ~0 here
         cov = centred.T @ centred / centred.shape[0]
         self.precision = torch.linalg.pinv(cov, hermitian=True)
-        return self
 
     def score(self, out: ClassifierOutputs) -> Tensor:
         """out.features (N, D) -> (N,) float64 squared Mahalanobis distance to the closest class mean."""

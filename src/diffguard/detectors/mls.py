@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("mls")
@@ -18,6 +18,7 @@ class MLS(Baseline):
 
     name = "mls"
     display_name = "MLS"
+    needs = Needs()
 
     def __init__(self, classifier: Any = None):
         self.classifier = classifier

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
 
 
 @BASELINES.register("msp")
@@ -18,6 +18,7 @@ class MSP(Baseline):
 
     name = "msp"
     display_name = "MSP"
+    needs = Needs()
 
     def __init__(self, classifier: Any = None):
         self.classifier = classifier

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, msp_score
+from diffguard.detectors.base import BASELINES, Baseline, Needs, msp_score
 
 
 @BASELINES.register("odin")
@@ -37,7 +37,7 @@ class ODIN(Baseline):
 
     name = "odin"
     display_name = "ODIN"
-    needs_images = True
+    needs = Needs(images=True)
 
     def __init__(self, classifier: Any, temperature: float = 1000.0, eps: float = 0.0014):
         if classifier is None:
@@ -57,7 +57,7 @@ class ODIN(Baseline):
         z = c.preprocess(x)
         return (z * c.std.to(z) + c.mean.to(z)) * 2 - 1
 
-    def score_images(self, x: Tensor, ids: Tensor | None = None) -> Tensor:
+    def score_images(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W) in [-1, 1] -> (B,) float64, higher = more OOD. ``ids`` is unused (deterministic)."""
         with torch.no_grad():
             xr = self._at_resolution(x)

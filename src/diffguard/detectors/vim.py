@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, ClassifierOutputs, check_outputs
+from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("vim")
@@ -37,6 +37,7 @@ class ViM(Baseline):
 
     name = "vim"
     display_name = "ViM"
+    needs = Needs(fit=True)
 
     def __init__(self, classifier: Any, dim: int | None = None):
         if classifier is None:
@@ -61,7 +62,7 @@ class ViM(Baseline):
     def _residual(self, h: Tensor) -> Tensor:
         return torch.linalg.vector_norm((h - self.u.to(h.device)) @ self.null_space.to(h.device), dim=1)
 
-    def fit(self, train: ClassifierOutputs) -> ViM:
+    def fit_outputs(self, train: ClassifierOutputs) -> None:
         """Principal space and alpha from ID-train features (N, D)."""
         check_outputs(train)
         h = train.features.double().cpu()
@@ -77,7 +78,6 @@ class ViM(Baseline):
         self.null_space = eigvec[:, order[self.dim:]]
         logits = h @ self.weight.T + self.bias
         self.alpha = float(logits.amax(dim=1).mean() / self._residual(h).mean())
-        return self
 
     def score(self, out: ClassifierOutputs) -> Tensor:
         """out.features (N, D), out.logits (N, K) -> (N,) float64, higher = more OOD."""

@@ -162,11 +162,11 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     if runner.cfg.ablation:
         write_ablation(runner, ev, out, meta)
-    dg = [m.name for m in runner.cfg.methods if m.kind == "diffguard" and m.name in ev.complete]
+    dg = [m.name for m in runner.cfg.methods if m.is_diffguard and m.name in ev.complete]
     galleries: dict[str, list[Any]] = {}
     for m in dg:
         galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
-    return write_report(out, title=f"diffguard benchmark: {runner.cfg.benchmark}", metrics=ev.rows, table=ev.table,
+    return write_report(out, title=f"diffguard benchmark: {runner.spec.name}", metrics=ev.rows, table=ev.table,
                         methods=ev.complete, galleries=galleries, meta=report_meta(meta),
                         summary=summary_rows(runner, ev))
 

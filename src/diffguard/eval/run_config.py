@@ -42,7 +42,9 @@ class RunConfig:
     """Everything a benchmark run depends on (the CLI maps config files and ``--set`` overrides onto it).
 
     Args:
-        benchmark: registered benchmark name (``fmnist6``, ``cifar10``, ``imagenet``).
+        benchmark: registered benchmark name (``fmnist6``, ``cifar10``, ``imagenet``) or a user benchmark's
+            definition (a mapping with absolute paths; a config file may give a path to a definition YAML or an
+            inline mapping, see :mod:`diffguard.eval.user_benchmark`).
         methods: the methods to run, in order (cheap ones first is wise).
         fusion: "DiffGuard + X" combinations to evaluate.
         sets: restrict to these sets (default: all of the benchmark).
@@ -62,7 +64,7 @@ class RunConfig:
         device: "auto" (``cuda:<local rank>`` when CUDA is available, else CPU), "cpu", "cuda", "cuda:N".
     """
 
-    benchmark: str = "fmnist6"
+    benchmark: str | dict[str, Any] = "fmnist6"
     methods: list[MethodConfig] = field(default_factory=list)
     fusion: list[FusionConfig] = field(default_factory=list)
     sets: list[str] | None = None
@@ -94,8 +96,13 @@ class RunConfig:
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:
-    """A JSON-able view of the run configuration (for manifests and reports)."""
+    """A JSON-able view of the run configuration (for manifests and reports); a user benchmark appears as its full
+    definition with absolute paths, so a results folder rebuilds it alone."""
+    from diffguard.eval.user_benchmark import benchmark_ref, looks_like_file
+
     d = asdict(cfg)
+    if not isinstance(cfg.benchmark, str) or looks_like_file(cfg.benchmark):
+        d["benchmark"] = benchmark_ref(cfg.benchmark)
     d["methods"] = [m.as_dict() for m in cfg.methods]
     return d
 
@@ -132,6 +139,22 @@ def read_config_file(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"config {path.name} needs the environment variable(s) {sorted(set(missing))} "
                          "(paths to local files, see the comments in the config); set them and rerun")
+    return _anchor_benchmark(data, path.absolute().parent)
+
+
+def _anchor_benchmark(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Resolve a user benchmark (a path or an inline definition, relative paths from the config's ``folder``) to
+    its full definition. A file that is itself a benchmark definition runs with the built-in fmnist6 config's
+    settings and methods, less those that need the shipped fmnist6 Deep-Ensemble members."""
+    from diffguard.eval.user_benchmark import benchmark_ref, is_definition
+
+    if is_definition(data):
+        defaults = read_config_file("fmnist6")
+        defaults["methods"] = [m for m in defaults.get("methods", [])
+                               if not MethodConfig.from_dict(m).needs.members]
+        data = {**defaults, "benchmark": data}
+    if "benchmark" in data:
+        data["benchmark"] = benchmark_ref(data["benchmark"], folder)
     return data
 
 
@@ -151,7 +174,7 @@ def _expand(value: Any, missing: list[str]) -> Any:
 
 
 def _expand_fusion(entries: list[dict[str, Any]], methods: list[MethodConfig]) -> list[FusionConfig]:
-    baselines = [m.name for m in methods if m.kind == "baseline"]
+    baselines = [m.name for m in methods if not m.is_diffguard]
     out = []
     for e in entries:
         unknown = sorted(set(e) - {f.name for f in dataclasses.fields(FusionConfig)})
@@ -191,16 +214,16 @@ def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConf
     unknown = sorted(set(data) - run_fields)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; valid: {sorted(run_fields)}")
+    if "benchmark" in data:
+        from diffguard.eval.user_benchmark import benchmark_ref
+
+        data["benchmark"] = benchmark_ref(data["benchmark"])
     methods = [by_name[m.name] for m in methods]
     return RunConfig(methods=methods, fusion=_expand_fusion(fusion_entries, methods), **data)
 
 
 def _override_method(m: MethodConfig, key: str, raw: str) -> MethodConfig:
-    from diffguard.presets import parse_value
-
-    if m.kind == "diffguard":
-        return dataclasses.replace(m, overrides=m.overrides + (f"{key}={raw}",))
-    return dataclasses.replace(m, params={**m.params, key: parse_value(raw)})
+    return m.with_option(key, raw)
 
 
 def load_run_config(name_or_path: str | os.PathLike[str], overrides: list[str] = ()) -> RunConfig:

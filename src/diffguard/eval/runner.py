@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffguard.eval.benchmarks import BenchmarkSpec, get_benchmark, open_benchmark
+from diffguard.eval.benchmarks import BenchmarkSpec, open_benchmark, resolve_benchmark
 from diffguard.eval import distributed
 from diffguard.eval.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
 from diffguard.specs.methods import MethodConfig, build_method
@@ -51,7 +51,7 @@ class Runner:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.dist = dist or Dist()
         self.device = resolve_device(cfg.device, self.dist.local_rank)
-        self.spec = spec or get_benchmark(cfg.benchmark)
+        self.spec = spec or resolve_benchmark(cfg.benchmark)
         if cfg.image_size is not None:
             self.spec = dataclasses.replace(self.spec, image_size=cfg.image_size)
         names = [m.name for m in cfg.methods]
@@ -152,10 +152,10 @@ class Runner:
                 self.skipped[m.name] = str(err)
                 print(f"diffguard: skipping method {m.name!r}: {err}")
                 continue
-            if hasattr(method, "fit") and (method.needs_images or self.dist.owns(0)):
-                train = train if train is not None else self.outputs(store, self.spec.by_role("train")[0].name)
+            if method.needs.fit and (method.needs.images or self.dist.owns(0)):
+                train = train if train is not None else self.outputs(store, self.spec.train_set)
                 method.fit(train)
-            if method.needs_images:
+            if method.needs.images:
                 self.image_pass(store, m, method)
             else:
                 self.output_pass(store, m, method)
@@ -163,7 +163,7 @@ class Runner:
     def identity(self, m: MethodConfig) -> dict[str, Any]:
         """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
         ident = {k: v for k, v in m.as_dict().items() if k != "display"}
-        if (m.baseline or m.name) == "ensemble" and "members" not in m.params:
+        if m.needs.members and "members" not in m.params:
             from diffguard.eval.manifest import folder_hash
 
             ident["member_hashes"] = [folder_hash(Path(f)) for f in self.member_folders()]
@@ -218,7 +218,7 @@ class Runner:
             if 0 in self._done(store, m.name, name) or not self.dist.owns(0):
                 continue
             t0 = time.perf_counter()
-            scores = method.score_outputs(self.outputs(store, name))
+            scores = {"score": method.score(self.outputs(store, name)).double().cpu().numpy()}
             ids = self.sources[name].ids[self.plan[name]].tolist()
             store.write_batch(m.name, name, 0, ids, scores, seconds=time.perf_counter() - t0)
 
@@ -234,8 +234,11 @@ class Runner:
                         continue
                     t0 = time.perf_counter()
                     x = src.load(rows).to(self.device)
-                    scores, images = method.score_batch(x, src.ids[rows], src.labels[rows])
-                    store.write_batch(m.name, name, b, src.ids[rows].tolist(), scores, images=_thumbs(images),
+                    scored = method.details(x, src.ids[rows], src.labels[rows])
+                    columns = {"score": scored.score, **scored.columns}
+                    columns = {k: v.detach().double().cpu().numpy() for k, v in columns.items()}
+                    images = None if scored.images is None else _to_uint8(scored.images)
+                    store.write_batch(m.name, name, b, src.ids[rows].tolist(), columns, images=_thumbs(images),
                                       seconds=time.perf_counter() - t0)
                     bar.update(1)
 
@@ -247,3 +250,9 @@ def _thumbs(images: np.ndarray | None, side: int = 64) -> np.ndarray | None:
     t = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     t = torch.nn.functional.interpolate(t, size=(side, side), mode="area")
     return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

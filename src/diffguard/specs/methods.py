@@ -1,26 +1,27 @@
-"""Method configurations of a benchmark run, mapped onto constructors.
+"""Method specs: one format for every detector, in Python, YAML and on the command line, and the one builder.
 
-A method is either a DiffGuard preset (plus dotted overrides, e.g. ``guidance.scale=5`` or ``label_mode=oracle``)
-or a baseline from :data:`diffguard.detectors.base.BASELINES` (plus constructor parameters). Both kinds expose one
-of two scoring paths to the runner:
+A method spec names a registered detector (:func:`diffguard.detectors.list_detectors`) and its parameters::
 
-* ``score_outputs(outputs) -> {key: (N,)}`` on the cached classifier pass (post-hoc baselines), or
-* ``score_batch(x, ids, labels) -> ({key: (B,)}, images or None)`` on image batches (DiffGuard, ODIN, ensembles,
-  DiffNB).
+    {name: knn, params: {k: 50}}                                   # method defaults to the name
+    {name: diffguard-cfg, method: diffguard, params: {preset: fmnist6-cfg, overrides: [guidance.scale=5]}}
 
-Every result has the key ``"score"`` (higher = more OOD).
+``preset`` and ``overrides`` may also be given at the top level of a DiffGuard entry (they are moved into
+``params``). What the builder passes besides ``params`` -- the classifier, the diffusion backend, the ensemble
+members -- follows the detector's declared :class:`~diffguard.detectors.base.Needs`, never its name.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable
 
-import numpy as np
-import torch
-from torch import Tensor
+from diffguard.detectors.base import Detector, Needs, create_detector, detector_factory, needs_of
+from diffguard.errors import ConfigError
 
-Kind = Literal["diffguard", "baseline"]
+DIFFGUARD = "diffguard"
+_SUGAR = ("preset", "overrides")
+_LEGACY = ("kind", "baseline")
 
 
 @dataclass(frozen=True)
@@ -29,102 +30,116 @@ class MethodConfig:
 
     Args:
         name: unique key in the results (e.g. ``"diffguard-cfg"``, ``"knn"``).
-        kind: "diffguard" or "baseline".
-        preset: DiffGuard preset name (kind "diffguard").
-        overrides: DiffGuard dotted overrides, e.g. ``("guidance.scale=5", "label_mode=oracle")``.
-        baseline: baseline registry name (kind "baseline"; default: ``name``).
-        params: baseline constructor parameters, or the DiffGuard preset's arguments (e.g. ``dists_weights``).
+        method: registered detector name (default: ``name``).
+        params: constructor parameters; for DiffGuard the ``preset``, its arguments, DiffGuard fields and dotted
+            ``overrides`` (a list of ``key=value``).
         display: name in tables (default: ``name``).
         batch_size: images per batch for this method (default: the run's).
     """
 
     name: str
-    kind: Kind = "baseline"
-    preset: str = ""
-    overrides: tuple[str, ...] = ()
-    baseline: str = ""
+    method: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     display: str = ""
     batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("diffguard", "baseline"):
-            raise ValueError(f"method {self.name!r}: kind must be 'diffguard' or 'baseline', got {self.kind!r}")
-        if self.kind == "diffguard" and not self.preset:
-            raise ValueError(f"method {self.name!r}: a diffguard method needs a preset")
+        if not self.name:
+            raise ConfigError("every method needs a name")
+        detector_factory(self.detector)  # unknown names are refused here, with close matches
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MethodConfig":
-        known = set(cls.__dataclass_fields__)
+    def from_dict(cls, d: dict[str, Any]) -> MethodConfig:
+        """A spec mapping (see the module docstring; the older ``kind`` / ``baseline`` keys are understood)."""
+        d = dict(d)
+        known = {f for f in cls.__dataclass_fields__} | set(_SUGAR) | set(_LEGACY)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"method entry {d.get('name', d)!r}: unknown key(s) {unknown}; valid: {sorted(known)}")
-        d = dict(d)
-        d["overrides"] = tuple(d.get("overrides", ()))
-        return cls(**d)
+            raise ConfigError(f"method entry {d.get('name', d)!r}: unknown key(s) {unknown}; valid: "
+                              f"{sorted(cls.__dataclass_fields__)} (and preset / overrides for DiffGuard)")
+        kind, baseline = d.pop("kind", None), d.pop("baseline", None)
+        if kind not in (None, "baseline", DIFFGUARD):
+            raise ConfigError(f"method {d.get('name')!r}: kind must be 'diffguard' or 'baseline', got {kind!r}")
+        params = dict(d.pop("params", None) or {})
+        for key in _SUGAR:
+            if key in d:
+                params[key] = d.pop(key)
+        if "overrides" in params:
+            params["overrides"] = [str(o) for o in params["overrides"]]
+        method = d.pop("method", None) or baseline or (DIFFGUARD if kind == DIFFGUARD or "preset" in params else "")
+        return cls(method=method, params=params, **d)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "preset": self.preset, "overrides": list(self.overrides),
-                "baseline": self.baseline or (self.name if self.kind == "baseline" else ""),
-                "params": dict(self.params), "batch_size": self.batch_size, "display": self.display}
+        """The canonical spec (what ``run_config.json`` stores)."""
+        return {"name": self.name, "method": self.detector, "params": dict(self.params),
+                "batch_size": self.batch_size, "display": self.display}
+
+    @property
+    def detector(self) -> str:
+        """The registered detector this method builds."""
+        return self.method or self.name
+
+    @property
+    def is_diffguard(self) -> bool:
+        return self.detector == DIFFGUARD
+
+    @property
+    def needs(self) -> Needs:
+        return needs_of(self.detector)
 
     @property
     def title(self) -> str:
         return self.display or self.name
 
+    def with_option(self, key: str, value: str) -> MethodConfig:
+        """This spec with one ``key=value`` changed: a dotted override when the detector takes ``overrides`` (e.g.
+        DiffGuard's ``guidance.scale``), else the constructor parameter ``key`` (e.g. KNN's ``k``)."""
+        from dataclasses import replace
 
-class DiffGuardMethod:
-    """Adapter from a :class:`~diffguard.detectors.diffguard.DiffGuard` to the runner's batch interface."""
+        from diffguard.presets import parse_value
 
-    needs_images = True
+        params = dict(self.params)
+        if "overrides" in _signature(self.detector):
+            params["overrides"] = [*params.get("overrides", []), f"{key}={value}"]
+        else:
+            params[key] = parse_value(value)
+        return replace(self, params=params)
 
-    def __init__(self, detector: Any):
-        self.detector = detector
-
-    def score_batch(self, x: Tensor, ids: Tensor, labels: Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        r = self.detector.analyze(x, y_true=labels, ids=ids)
-        out = {"score": r.score, **{f"dist:{k}": v for k, v in r.distances.items()},
-               "label": r.labels, "stop": r.stop_level, "start": r.start_level}
-        return {k: v.detach().double().cpu().numpy() for k, v in out.items()}, _to_uint8(r.synthesis)
-
-
-class BaselineMethod:
-    """Adapter from a baseline (``score`` on cached outputs or ``score_images``) to the runner's interface."""
-
-    def __init__(self, baseline: Any):
-        self.baseline = baseline
-        self.needs_images = bool(getattr(baseline, "needs_images", False))
-
-    def fit(self, train: Any) -> None:
-        self.baseline.fit(train)
-
-    def score_outputs(self, outputs: Any) -> dict[str, np.ndarray]:
-        return {"score": self.baseline.score(outputs).double().cpu().numpy()}
-
-    def score_batch(self, x: Tensor, ids: Tensor, labels: Tensor) -> tuple[dict[str, np.ndarray], None]:
-        return {"score": self.baseline.score_images(x, ids).double().cpu().numpy()}, None
+    def seed(self) -> int | None:
+        """The seed of this method's randomness (None when it has none): its ``seed`` parameter, else the
+        detector's default (for DiffGuard the preset's seed, after overrides)."""
+        if not self.needs.randomness:
+            return None
+        if "seed" in self.params:
+            return int(self.params["seed"])
+        factory = detector_factory(self.detector)
+        default_seed: Callable[..., int] | None = getattr(factory, "default_seed", None)
+        if default_seed is not None:
+            return int(default_seed(**self.params))
+        p = _signature(self.detector).get("seed")
+        return int(p.default) if p is not None and p.default is not inspect.Parameter.empty else 0
 
 
-def _to_uint8(images: Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C)."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+def _signature(name: str) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(detector_factory(name)).parameters)
 
 
-def build_method(cfg: MethodConfig, classifier: Any, backend_factory: Any, members: Any = None) -> Any:
-    """Instantiate a method. ``backend_factory()`` returns the diffusion backend (built lazily, shared)."""
-    if cfg.kind == "diffguard":
-        from diffguard.detectors.diffguard import DiffGuard
-        from diffguard.presets import PRESETS, apply_overrides
-
-        kwargs = apply_overrides(PRESETS.get(cfg.preset)(**cfg.params), list(cfg.overrides))
-        return DiffGuardMethod(DiffGuard(classifier, backend_factory(), **kwargs))
-    from diffguard.detectors.base import create_baseline
-
-    name = cfg.baseline or cfg.name
+def build_method(cfg: MethodConfig, classifier: Any, backend: Any = None, members: Any = None) -> Detector:
+    """Build the detector of a method spec. ``backend`` and ``members`` are objects or zero-argument callables
+    (built lazily, only for detectors that need them)."""
     params = dict(cfg.params)
-    if name == "diffnb":
-        params.setdefault("backend", backend_factory())
-    if name == "ensemble" and "members" not in params:
+    needs = cfg.needs
+    if needs.backend and "backend" not in params:
+        if backend is None:
+            raise ConfigError(f"method {cfg.name!r} ({cfg.detector}) needs a diffusion model: give a diffusion spec")
+        params["backend"] = backend() if callable(backend) else backend
+    if needs.members and "members" not in params:
         params["members"] = members() if callable(members) else members
-    return BaselineMethod(create_baseline(name, classifier, **params))
+    sig = _signature(cfg.detector)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+        unknown = sorted(set(params) - set(sig))
+        if unknown:
+            valid = sorted(set(sig) - {"classifier", "backend", "members"})
+            raise ConfigError(f"method {cfg.name!r}: unknown parameter(s) {unknown} for {cfg.detector!r}; "
+                              f"valid: {valid}")
+    return create_detector(cfg.detector, classifier, **params)
