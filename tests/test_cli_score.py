@@ -49,16 +49,83 @@ def test_score_folder_with_bad_files(tmp_path: Path, tiny_models: tuple[Path, Pa
     assert "scored 4 image(s), skipped 2" in capsys.readouterr().out
 
 
-def test_score_uses_a_results_folder_threshold(tmp_path: Path, tiny_models: tuple[Path, Path]) -> None:
-    (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "thresholds.json").write_text(json.dumps({"thresholds": {"dg": -1.0}}))
-    out = tmp_path / "s.csv"
-    assert main(["score", str(_folder(tmp_path)), "--out", str(out), "--calibration", str(tmp_path / "res"),
-                 "--classifier", str(tiny_models[0]), "--diffusion", str(tiny_models[1]), *FAST]) == 0
-    assert {r["decision"] for r in _rows(out).values() if r["status"] == "ok"} == {"ood"}
-    assert main(["score", str(tmp_path / "imgs"), "--out", str(out),
-                 "--calibration", str(tmp_path / "res"), "--method", "knn", "--classifier", str(tiny_models[0]),
-                 "--diffusion", str(tiny_models[1]), *FAST]) == 2
+def _run_folder(tmp_path: Path, tiny_models: tuple[Path, Path], fake_fmnist_root: Path) -> Path:
+    """A finished tiny benchmark run (MSP, KNN, DiffGuard and their fusions) through the CLI."""
+    clf, diff = tiny_models
+    cfg = {"benchmark": "fmnist6", "classifier": str(clf), "diffusion": str(diff), "batch_size": 4, "limit": 4,
+           "val_limit": 8, "train_limit": 40, "gallery": 1, "data_root": str(fake_fmnist_root),
+           "sets": ["train", "val", "test", "near-fmnist"],
+           "methods": [{"name": "msp"}, {"name": "knn", "params": {"k": 3}},
+                       {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg",
+                        "overrides": ["inversion.steps=6", "inversion.cap=4"]}],
+           "fusion": [{"baseline": "knn", "diffguard": "dg"}]}
+    (tmp_path / "cfg.yaml").write_text(json.dumps(cfg))
+    out = tmp_path / "run"
+    assert main(["benchmark", str(tmp_path / "cfg.yaml"), "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    return out
+
+
+def test_score_from_a_run_rebuilds_each_method(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                               fake_fmnist_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _run_folder(tmp_path, tiny_models, fake_fmnist_root)
+    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    folder = _folder(tmp_path)
+    for method in ("dg", "knn", "dg+knn"):
+        out = tmp_path / f"{method}.json"
+        assert main(["score", str(folder), "--from", str(run), "--method", method, "--out", str(out),
+                     "--no-progress"]) == 0
+        res = json.loads(out.read_text())
+        if method in thresholds:  # the run's own threshold, rebuilt from its stored validation scores
+            assert res["threshold"] == pytest.approx(thresholds[method])
+        ok = [r for r in res["rows"] if r["status"] == "ok"]
+        assert len(ok) == 4 and all(r["decision"] == ("ood" if r["score"] > res["threshold"] else "id") for r in ok)
+    assert "fewer than about 100" in capsys.readouterr().err  # 8 ID-val images
+    # the run's test images scored again give the run's stored scores (same detector, same fitted statistics)
+    from diffguard.eval.rebuild import load_run, rebuild
+
+    runner, store = load_run(run)
+    with store:
+        src, rows = runner.sources["test"], runner.plan["test"]
+        ids = src.ids[rows]
+        for method in ("knn", "dg"):
+            again = rebuild(runner, store, method).score_images(src.load(rows), ids)
+            assert np.allclose(again, store.scores(method, "test", ids.numpy()), atol=1e-4)
+    # no --method and no OOD-validation set: refuse and list the choices
+    assert main(["score", str(folder), "--from", str(run), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "dg+knn" in capsys.readouterr().err
+    # changed model files: the run's thresholds do not apply
+    cfg = json.loads((run / "run_config.json").read_text())
+    other = tmp_path / "other_clf"
+    import shutil
+
+    shutil.copytree(tiny_models[0], other)
+    (other / "config.json").write_text((other / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    cfg["classifier"] = str(other)
+    (run / "run_config.json").write_text(json.dumps(cfg))
+    assert main(["score", str(folder), "--from", str(run), "--method", "knn", "--out", str(tmp_path / "y.csv")]) == 2
+    assert "classifier files differ" in capsys.readouterr().err
+
+
+def test_score_image_list_labels_give_metrics_and_nothing_scored_fails(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                                                       fake_fmnist_root: Path) -> None:
+    root = tmp_path / "data"
+    (root / "imgs").mkdir(parents=True)
+    (root / "lists").mkdir()
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(root / "imgs" / f"{i}.png")
+        lines.append(f"imgs/{i}.png {-1 if i % 2 else 0}")
+    (root / "lists" / "mine.txt").write_text("\n".join(lines) + "\n")  # paths relative to root, not the list
+    out = tmp_path / "s.json"
+    args = ["--data-root", str(fake_fmnist_root), "--classifier", str(tiny_models[0]), "--diffusion",
+            str(tiny_models[1]), "--method", "msp", "--val-limit", "8", "--no-progress"]
+    assert main(["score", str(root / "lists" / "mine.txt"), "--out", str(out), *args]) == 0
+    res = json.loads(out.read_text())
+    assert {r["status"] for r in res["rows"]} == {"ok"} and res["metrics"]["n_ood"] == 2 and "AUROC" in res["metrics"]
+    (root / "lists" / "bad.txt").write_text("imgs/0.png 0\nimgs/missing.png -1\n")
+    (root / "imgs" / "0.png").write_bytes(b"broken")
+    assert main(["score", str(root / "lists" / "bad.txt"), "--root", str(root), "--out", str(out), *args]) == 1
 
 
 def test_score_refuses_an_empty_folder(tmp_path: Path) -> None:

@@ -34,15 +34,6 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _model_hashes(cfg: Any) -> dict[str, list[str]]:
-    from diffguard.eval.manifest import path_hash
-    from diffguard.specs.models import spec_files
-    from diffguard.model_files import shipped_path
-
-    return {kind: [path_hash(p) for p in spec_files(getattr(cfg, kind), shipped_path(kind))]
-            for kind in ("classifier", "diffusion")}
-
-
 def run_seeds(cfg: Any) -> dict[str, Any]:
     """Every seed the run depends on: the sample-limit seed and each method's own seed (crops, oracle labels,
     dropout, DiffNB noise); methods without randomness get None."""
@@ -105,7 +96,7 @@ def finish_run(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
 def run(args: argparse.Namespace) -> int:
     from diffguard.eval.run_config import load_run_config
     from diffguard.eval.distributed import dist_from_env, finish_group, init_group
-    from diffguard.eval.manifest import build_manifest
+    from diffguard.eval.manifest import build_manifest, model_hashes
     from diffguard.eval.preflight import preflight
     from diffguard.eval.run_config import config_dict
     from diffguard.eval.runner import Runner
@@ -123,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--methods: unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
     t0 = time.time()
-    manifest = build_manifest({"models": _model_hashes(cfg)}, {}, _data_files(cfg),
+    manifest = build_manifest({"models": model_hashes(cfg)}, {}, _data_files(cfg),
                               {"run_config": config_dict(cfg), "seeds": run_seeds(cfg)})
     dist = dist_from_env()  # torchrun: this process's rank; else a single process
     preflight(out)

@@ -1,7 +1,15 @@
-"""``diffguard score PATH``: DiffGuard scores for a folder of images or an image list, with a decision at a
-threshold calibrated on in-distribution validation images at 95 % TPR (95 % of ID images are accepted).
+"""``diffguard score PATH``: OOD scores and decisions for a folder of images or an image list.
 
-Unreadable or non-image files are not fatal: each gets a row with status ``skipped`` and the reason.
+Two ways to get a detector and its threshold (95 % of ID-validation images accepted):
+
+* ``--from RESULTS_DIR [--method NAME]`` rebuilds exactly a method of a benchmark run -- baselines and
+  "DiffGuard + X" included -- with its fitted statistics and threshold (:mod:`diffguard.eval.rebuild`); without
+  ``--method`` the run's best method on OOD validation is used, or the choices are listed;
+* ``--config CFG --method NAME`` builds a method of a run config and calibrates it now on the config's ID-val set
+  (``--val-limit`` images; methods that fit are fitted on its ID-train set).
+
+Unreadable or non-image files are not fatal: each gets a row with status ``skipped`` and the reason. Labels in an
+image list (``-1`` = OOD) are turned into metrics. Nothing scored means exit status 1.
 """
 
 from __future__ import annotations
@@ -9,27 +17,67 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from diffguard.errors import ConfigError
 from diffguard.eval.datasets import DataError, load_image, read_image_list
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def list_inputs(path: Path) -> list[Path]:
-    """Files of a folder (sorted, not recursive) or the paths of an image list (relative to the list's folder)."""
+def add(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
+    s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
+    s.add_argument("--from", dest="from_dir", default=None, metavar="RESULTS_DIR",
+                   help="a `diffguard benchmark` results folder: rebuild its method and use its threshold")
+    s.add_argument("--method", default=None, help="method (or fusion 'diffguard+baseline') of the run or config "
+                   "(default with --from: the run's best on OOD validation; with --config: diffguard-cfg)")
+    s.add_argument("--config", default=None, help="without --from: a built-in config name or YAML file whose "
+                   "models and method to use, calibrated on its ID-val set now (default: fmnist6)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="without --from: change one of the method's settings, e.g. guidance.scale=5 or k=10")
+    s.add_argument("--classifier", default=None, help="without --from: classifier folder or spec file")
+    s.add_argument("--diffusion", default=None, help="without --from: diffusion model folder")
+    s.add_argument("--val-limit", type=int, default=200, help="without --from: ID-val images for the threshold")
+    s.add_argument("--root", default=None, help="folder an image list's paths are relative to (default: the "
+                   "run's data root, else the first parent folder of the list where its files exist)")
+    s.add_argument("--data-root", default=None, help="the benchmark's data folder (for --config calibration)")
+    s.add_argument("--out", default="scores.csv", help="one row per file; .csv or .json (default: scores.csv)")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(run=run)
+
+
+def list_inputs(path: Path, root: Path | None, data_root: Path | None = None) -> tuple[list[Path], list[int] | None]:
+    """Files of a folder (sorted, not recursive), or the paths and labels of an image list resolved like the
+    benchmarks do: against ``root``, else the nearest parent folder of the list under which its files exist (an
+    OpenOOD data root holds ``benchmark_imglist/...``), else ``data_root``."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
         if not files:
             raise DataError(f"folder {path} holds no files to score")
-        return files
-    if path.is_file():
-        return [path.parent / rel for rel, _ in read_image_list(path)]
-    raise DataError(f"{path} is neither a folder of images nor an image list")
+        return files, None
+    if not path.is_file():
+        raise DataError(f"{path} is neither a folder of images nor an image list")
+    items = read_image_list(path)
+    base = root if root is not None else _list_root(path, [rel for rel, _ in items], data_root)
+    return [base / rel for rel, _ in items], [lab for _, lab in items]
+
+
+def _list_root(path: Path, rels: list[str], data_root: Path | None) -> Path:
+    for folder in [path.parent, *path.parent.parents, *([data_root] if data_root else [])]:
+        if any((folder / rel).is_file() for rel in rels[:20]):
+            return folder
+    raise DataError(f"none of the first files of {path} (e.g. {rels[0]}) exists under the list's folder, its "
+                    "parents or the data root; give the folder its paths are relative to with --root")
 
 
 def load_inputs(files: list[Path], size: int, channels: int) -> tuple[list[int], torch.Tensor, dict[int, str]]:
@@ -48,81 +96,144 @@ def load_inputs(files: list[Path], size: int, channels: int) -> tuple[list[int],
     return ok, stacked, skipped
 
 
-def add(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
-    s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
-    s.add_argument("--preset", default="fmnist6-cfg", help="DiffGuard preset (default: fmnist6-cfg)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="DiffGuard option override, e.g. guidance.scale=5")
-    s.add_argument("--calibration", default=None,
-                   help="a benchmark results folder whose thresholds.json gives the threshold (with --method)")
-    s.add_argument("--method", default=None, help="method name in --calibration (default: first DiffGuard one)")
-    s.add_argument("--val-limit", type=int, default=200,
-                   help="without --calibration: ID-validation images used to set the 95%%-TPR threshold")
-    s.add_argument("--out", default="scores.csv", help="CSV with one row per file (default: scores.csv)")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (for calibration)")
-    s.add_argument("--classifier", default=None, help="fmnist6-format classifier folder (default: the shipped one)")
-    s.add_argument("--diffusion", default=None, help="fmnist6-format diffusion folder (default: the shipped one)")
-    s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(run=run)
+def from_run(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(rebuilt method, runner, source description) of ``--from``."""
+    from diffguard.eval.rebuild import best_on_validation, check_models, load_run, method_names, rebuild
+
+    if args.overrides or args.config or args.classifier or args.diffusion:
+        raise ConfigError("--from rebuilds the run's own models and settings; --set, --config, --classifier and "
+                          "--diffusion cannot be combined with it")
+    folder = Path(args.from_dir)
+    runner, store = load_run(folder, args.device)
+    with store:
+        check_models(runner, folder)
+        name = args.method or best_on_validation(runner, store)
+        if name is None:
+            raise ConfigError(f"run {folder} has no OOD-validation set to pick its best method; choose one with "
+                              f"--method: {', '.join(method_names(runner))}")
+        method = rebuild(runner, store, name)
+    return method, runner, f"{folder} [{method.name}], {method.n_val} ID-val images, 95% TPR"
 
 
-def calibrate(detector: Any, args: argparse.Namespace) -> tuple[float, str]:
-    """Threshold and its source: a results folder's thresholds.json, or fresh scores on fmnist6 ID-val."""
-    if args.calibration:
-        path = Path(args.calibration) / "thresholds.json"
-        if not path.is_file():
-            raise DataError(f"{path} not found; run `diffguard benchmark` into that folder first")
-        thr = json.loads(path.read_text())["thresholds"]
-        name = args.method or next(iter(thr), None)
-        if name not in thr:
-            raise DataError(f"method {name!r} has no threshold in {path}; available: {sorted(thr)}")
-        return float(thr[name]), f"{path} [{name}]"
-    from diffguard.eval.benchmarks import get_benchmark, open_benchmark
+def from_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(method calibrated now, runner, source description) of ``--config`` (default fmnist6)."""
+    from diffguard.eval.rebuild import RebuiltMethod
     from diffguard.eval.rows import select_rows
+    from diffguard.eval.run_config import load_run_config
+    from diffguard.eval.runner import Runner
+    from diffguard.specs.methods import build_method
 
-    val = open_benchmark(get_benchmark("fmnist6"), args.data_root, ["val"])["val"]
-    rows = select_rows(len(val), args.val_limit, 0, "val")
-    scores = _score(detector, val.load(rows), val.ids[rows], args.batch_size)
-    return float(np.quantile(scores, 0.95)), f"fmnist6 val, {len(rows)} images, 95% TPR"
+    name = args.method or "diffguard-cfg"
+    over = [f"{name}.{o}" for o in args.overrides]
+    over += [f"{k}={v}" for k, v in (("classifier", args.classifier), ("diffusion", args.diffusion),
+                                     ("data_root", args.data_root), ("device", args.device)) if v]
+    cfg = load_run_config(args.config or "fmnist6", over)
+    if "+" in name:
+        raise ConfigError("a fusion needs both methods' validation scores: run `diffguard benchmark` and use --from")
+    runner = Runner(cfg, Path("."), progress=False)
+    det = build_method(cfg.method(name), runner.classifier, runner.backend, runner.members)
+    if det.needs.fit:
+        train = runner.spec.by_role("train")[0].name
+        src = runner.sources[train]
+        det.fit(_outputs(runner, src, np.arange(len(src)), args.batch_size))
+    val = runner.spec.by_role("val")[0].name
+    src = runner.sources[val]
+    rows = select_rows(len(src), args.val_limit, 0, val)
+    scores = _score(det.score_images, src.load(rows), src.ids[rows], args.batch_size, not args.no_progress,
+                    "calibrating", runner.device)
+    method = RebuiltMethod(name, cfg.method(name).title, {name: det}, float(np.quantile(scores, 0.95)), len(rows))
+    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
 
 
-def _score(detector: Any, x: torch.Tensor, ids: torch.Tensor, batch: int) -> np.ndarray:
-    out = [detector.predict(x[i:i + batch], ids=ids[i:i + batch]).double().numpy()
-           for i in range(0, len(x), batch)]
+def _outputs(runner: Any, src: Any, rows: np.ndarray, batch: int) -> Any:
+    from diffguard.detectors.base import classifier_outputs
+
+    x = src.load(rows).to(runner.device)
+    return classifier_outputs(runner.classifier, x, labels=src.labels[rows].to(runner.device), batch_size=256)
+
+
+def _score(fn: Any, x: torch.Tensor, ids: torch.Tensor, batch: int, progress: bool, desc: str,
+           device: torch.device) -> np.ndarray:
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc=desc, unit="batch", disable=not progress, leave=False):
+        s = fn(x[i:i + batch].to(device), ids[i:i + batch])
+        out.append(s.double().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s, dtype=np.float64))
     return np.concatenate(out) if out else np.empty(0)
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffguard.backends.pixel import PixelBackend
-    from diffguard.classify.base import fmnist6_classifier
-    from diffguard.detectors.diffguard import DiffGuard
-    from diffguard.presets import PRESETS, apply_overrides
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = list_inputs(Path(args.path))
-    classifier = fmnist6_classifier(args.classifier)
-    backend = PixelBackend.from_folder(args.diffusion)
-    detector = DiffGuard(classifier, backend, **apply_overrides(PRESETS.get(args.preset)(), list(args.overrides)))
-    size = classifier.resolution[0] if classifier.resolution else 28
-    ok, x, skipped = load_inputs(files, size, backend.channels if hasattr(backend, "channels") else 1)
-    threshold, source = calibrate(detector, args)
-    scores = _score(detector, x, torch.arange(len(ok)), args.batch_size)
+    method, runner, source = from_run(args) if args.from_dir else from_config(args)
+    data_root = Path(runner.cfg.data_root) if runner.cfg.data_root else None
+    files, labels = list_inputs(Path(args.path), Path(args.root) if args.root else None, data_root)
+    ok, x, skipped = load_inputs(files, runner.spec.image_size, runner.spec.channels)
+    if method.n_val < 100:
+        print(f"diffguard: warning: the threshold rests on only {method.n_val} ID-validation images (fewer than "
+              "about 100): it is a rough estimate", file=sys.stderr)
+    ids = torch.arange(len(ok))
+    scores = _score(method.score_images, x, ids, args.batch_size, not args.no_progress, "scoring", runner.device)
     with torch.no_grad():
-        preds = classifier.logits(x).argmax(1).tolist() if len(ok) else []
-    by_file = {i: (s, p) for i, s, p in zip(ok, scores.tolist(), preds)}
-    with open(args.out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "status", "score", "prediction", "decision", "threshold", "reason"])
-        for i, path in enumerate(files):
-            if i in by_file:
-                s, p = by_file[i]
-                w.writerow([path, "ok", repr(s), p, "ood" if s > threshold else "id", repr(threshold), ""])
-            else:
-                w.writerow([path, "skipped", "", "", "", "", skipped[i]])
-    flagged = int((scores > threshold).sum())
-    print(f"scored {len(ok)} image(s), skipped {len(skipped)}; threshold {threshold:.6g} ({source}); "
-          f"{flagged} flagged OOD; written to {args.out}")
+        preds = [int(p) for b in x.split(256) for p in runner.classifier.logits(b.to(runner.device)).argmax(1)]
+    rows = _rows(files, ok, scores, preds, skipped, method.threshold, labels)
+    metrics = _metrics(rows) if labels is not None else {}
+    _write(Path(args.out), rows, {"method": method.name, "title": method.title, "threshold": method.threshold,
+                                  "calibration": source, "metrics": metrics})
+    flagged = int((scores > method.threshold).sum())
+    print(f"{method.title}: scored {len(ok)} image(s), skipped {len(skipped)}; threshold {method.threshold:.6g} "
+          f"({source}); {flagged} flagged OOD; written to {args.out}")
+    for k, v in metrics.items():
+        print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    if not ok:
+        print("diffguard: error: no image could be scored (see the reasons in the output)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _rows(files: list[Path], ok: list[int], scores: np.ndarray, preds: list[int], skipped: dict[int, str],
+          threshold: float, labels: list[int] | None) -> list[dict[str, Any]]:
+    by_file = {i: (s, p) for i, s, p in zip(ok, scores.tolist(), preds)}
+    rows = []
+    for i, path in enumerate(files):
+        row: dict[str, Any] = {"path": str(path)}
+        if i in by_file:
+            s, p = by_file[i]
+            row.update(status="ok", score=s, prediction=p, decision="ood" if s > threshold else "id",
+                       threshold=threshold, reason="")
+        else:
+            row.update(status="skipped", score=None, prediction=None, decision=None, threshold=None, reason=skipped[i])
+        if labels is not None:
+            row["label"] = labels[i]
+        rows.append(row)
+    return rows
+
+
+def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """AUROC, FPR@95 (both conventions) and the flag rates, from the list's labels (-1 = OOD, positive)."""
+    from diffguard.eval.metrics import compute_metrics
+
+    done = [r for r in rows if r["status"] == "ok"]
+    ind = np.array([r["score"] for r in done if r["label"] >= 0])
+    ood = np.array([r["score"] for r in done if r["label"] < 0])
+    out: dict[str, Any] = {"n_id": int(ind.size), "n_ood": int(ood.size)}
+    if ind.size:
+        out["id_flagged"] = float(np.mean([r["decision"] == "ood" for r in done if r["label"] >= 0]))
+    if ood.size:
+        out["ood_flagged"] = float(np.mean([r["decision"] == "ood" for r in done if r["label"] < 0]))
+    if ind.size and ood.size:
+        out.update(compute_metrics(ind, ood))
+    return out
+
+
+def _write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        return
+    cols = ["path", "status", "score", "prediction", "decision", "threshold", *(["label"] if "label" in rows[0]
+                                                                                   else []), "reason"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])

@@ -61,3 +61,13 @@ def build_manifest(config: dict[str, Any], models: dict[str, Path | None], data_
     return {"config": config, "versions": versions(), "machine": machine(), "command": command_line(),
             "models": {k: (folder_hash(v) if v is not None else None) for k, v in models.items()},
             "data": sha256_files(data_files) if data_files else None, **(extra or {})}
+
+
+def model_hashes(cfg: Any) -> dict[str, list[str]]:
+    """Hashes of the classifier's and the diffusion model's files of a run config (what a results folder is
+    calibrated with)."""
+    from diffguard.model_files import shipped_path
+    from diffguard.specs.models import spec_files
+
+    return {kind: [path_hash(p) for p in spec_files(getattr(cfg, kind), shipped_path(kind))]
+            for kind in ("classifier", "diffusion")}
