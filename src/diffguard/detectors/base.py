@@ -142,7 +142,7 @@ def as_outputs(data: Any, classifier: Any, batch_size: int = 256) -> ClassifierO
         return classifier_outputs(classifier, data, batch_size=batch_size)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(v, Tensor) for v in data):
         return classifier_outputs(classifier, data[0], labels=data[1].long(), batch_size=batch_size)
-    if isinstance(data, Iterable):
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         parts = [as_outputs(item if not isinstance(item, (tuple, list)) else tuple(item[:2]), classifier, batch_size)
                  for item in data]
         if not parts:
