@@ -13,6 +13,20 @@ from typing import Any
 from diffguard.model_quality import format_table
 
 
+def _benchmark(train: dict[str, Any]) -> str:
+    """The benchmark a model was trained on (fmnist6 unless the record names one made with ``--data``)."""
+    return train.get("data", {}).get("benchmark", "fmnist6")
+
+
+def _data_line(train: dict[str, Any]) -> str:
+    d = train.get("data")
+    if d is None:
+        return ("- data: fmnist6 `train` only (known classes 0-5 of the Fashion-MNIST training split minus the `val` "
+                "hold-out)")
+    return (f"- data: benchmark `{d['benchmark']}` ({d.get('definition', '')}), set(s) {', '.join(d['sets'])}: "
+            f"{d['images']} images of {d['channels']}x{d['size']}x{d['size']}, sha256 {d['digest'][:12]}")
+
+
 def _train_section(train: dict[str, Any]) -> list[str]:
     cfg = train["config"]
     return [
@@ -23,7 +37,7 @@ def _train_section(train: dict[str, Any]) -> list[str]:
         f"- wall time: {train['wall_s'] / 60:.1f} min of training steps on {train['device']}",
         f"- machine: {train.get('machine', 'not recorded')}",
         f"- full configuration: `{json.dumps(cfg, sort_keys=True)}`",
-        "- data: fmnist6 `train` only (known classes 0-5 of the Fashion-MNIST training split minus the `val` hold-out)",
+        _data_line(train),
         "- training resumes from its checkpoint when the same command is rerun (`--max-minutes` splits it in parts)",
         "",
     ]
@@ -42,12 +56,14 @@ def _quality_section(record: dict[str, Any]) -> list[str]:
 
 def classifier_card(folder: Path, record: dict[str, Any]) -> str:
     cfg = json.loads((folder / "config.json").read_text())
+    bench = _benchmark(cfg["train"])
     head = [
-        "# fmnist6 classifier-under-protection",
+        f"# {bench} classifier-under-protection",
         "",
         f"A ResNet-18-style CNN (`SmallResNet`, torchvision `BasicBlock`s, width {cfg['width']}, blocks "
-        f"{cfg['blocks']}) for the 6 known fmnist6 classes: {', '.join(cfg['class_names'])}.",
-        f"Input: (B, 1, {cfg['resolution']}, {cfg['resolution']}) images in [-1, 1]; output: 6 logits. "
+        f"{cfg['blocks']}) for the {cfg['num_classes']} known {bench} classes: {', '.join(cfg['class_names'])}.",
+        f"Input: (B, {cfg['in_channels']}, {cfg['resolution']}, {cfg['resolution']}) images in [-1, 1]; output: "
+        f"{cfg['num_classes']} logits. "
         "Penultimate features: `features(x)`; Grad-CAM layer: `layer4`.",
         "Files: `config.json`, `model.safetensors`.",
         "",
@@ -60,10 +76,10 @@ def diffusion_card(folder: Path, record: dict[str, Any]) -> str:
     unet = json.loads((folder / "unet" / "config.json").read_text())
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     head = [
-        "# fmnist6 class-conditional pixel diffusion model",
+        f"# {_benchmark(info['train'])} class-conditional pixel diffusion model",
         "",
         f"A diffusers `UNet2DModel` (channels {unet['block_out_channels']}, {unet['layers_per_block']} layer(s) per "
-        f"block, blocks {unet['down_block_types']}) predicting eps for (B, 1, {info['resolution']}, "
+        f"block, blocks {unet['down_block_types']}) predicting eps for (B, {info['channels']}, {info['resolution']}, "
         f"{info['resolution']}) images in [-1, 1].",
         f"Class embedding with {unet['num_class_embeds']} rows: labels 0..{info['num_classes'] - 1} and the null "
         f"class {info['null_label']} (label dropout p = {info['train']['config']['p_uncond']} in training), so the "

@@ -1,11 +1,15 @@
-"""Saving and loading the embedded fmnist6 models (safetensors + JSON only; nothing is unpickled).
+"""Saving and loading the models ``diffguard train`` makes (safetensors + JSON only; nothing is unpickled).
 
 Layouts:
 
-* classifier folder: ``config.json`` (architecture, classes, input range, training record) + ``model.safetensors``;
+* classifier folder: ``config.json`` (architecture, classes and their names, input channels, resolution, input
+  range, training record) + ``model.safetensors``;
 * diffusion folder (diffusers layout): ``unet/`` (``UNet2DModel.save_pretrained``), ``scheduler/``
   (``DDPMScheduler`` config holding the beta schedule) and ``diffguard.json`` (number of classes, null label,
   resolution, channels, training record).
+
+Folders made from fmnist6 are 1x28x28 with 6 classes; ``--data BENCHMARK.yaml`` makes them for any size up to 64 and
+1 or 3 channels, recorded in the same keys.
 
 The shipped weights live in ``diffguard/weights/``; :func:`shipped_path` finds them.
 """
@@ -18,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -50,11 +54,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path} is not valid JSON ({err})") from err
 
 
-def save_classifier(model: SmallResNet, out: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write ``out/config.json`` and ``out/model.safetensors``."""
+def save_classifier(model: SmallResNet, out: Path, extra: dict[str, Any] | None = None,
+                    resolution: int = RESOLUTION, class_names: Sequence[str] = KNOWN_NAMES) -> None:
+    """Write ``out/config.json`` and ``out/model.safetensors`` (``resolution``: the square input side it was
+    trained at; ``class_names``: one per logit)."""
     out.mkdir(parents=True, exist_ok=True)
-    config = {"arch": "SmallResNet", **model.config, "resolution": RESOLUTION, "input_range": [-1.0, 1.0],
-              "class_names": list(KNOWN_NAMES), **(extra or {})}
+    config = {"arch": "SmallResNet", **model.config, "resolution": resolution, "input_range": [-1.0, 1.0],
+              "class_names": list(class_names), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -79,6 +85,11 @@ def load_state(path: Path, model: torch.nn.Module) -> None:
             f"{unexpected[:5]}, wrong shapes {wrong[:5]}. Was the folder's config.json edited or mixed up?"
         )
     model.load_state_dict(state)
+
+
+def classifier_config(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """A classifier folder's ``config.json`` (default: the shipped one): classes, channels, resolution, record."""
+    return _read_json((Path(folder) if folder is not None else shipped_path("classifier")) / "config.json")
 
 
 def load_classifier(folder: str | os.PathLike[str] | None = None) -> SmallResNet:
@@ -117,6 +128,11 @@ def save_diffusion(unet: torch.nn.Module, scheduler: Any, out: Path, info: dict[
     (out / "diffguard.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+def diffusion_info(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """A diffusion folder's ``diffguard.json`` (default: the shipped one): classes, null label, resolution, channels."""
+    return _read_json((Path(folder) if folder is not None else shipped_path("diffusion")) / "diffguard.json")
+
+
 def load_diffusion(folder: str | os.PathLike[str] | None = None) -> DiffusionModel:
     """Load a diffusion folder (default: the shipped one) offline, in eval mode on the CPU."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -135,5 +151,5 @@ def load_diffusion(folder: str | os.PathLike[str] | None = None) -> DiffusionMod
                           int(info["resolution"]), int(info["channels"]), info)
 
 
-__all__ = ["DiffusionModel", "ModelFileError", "load_classifier", "load_diffusion",
-           "save_classifier", "save_diffusion", "shipped_path"]
+__all__ = ["DiffusionModel", "ModelFileError", "classifier_config", "diffusion_info", "load_classifier",
+           "load_diffusion", "save_classifier", "save_diffusion", "shipped_path"]

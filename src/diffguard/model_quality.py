@@ -1,4 +1,5 @@
-"""``diffguard models check``: the quality figures of the embedded fmnist6 models.
+"""``diffguard models check``: the quality figures of a classifier and diffusion model pair, on the fmnist6 test set
+or (``--data BENCHMARK.yaml``) on a benchmark's ID test set (the set with role ``id``).
 
 1. Classifier accuracy on the known-class test images (target >= 90 %).
 2. DDIM inversion then reconstruction of ``n_recon`` seeded known-class test images (``steps`` even-spaced steps,
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,12 +23,12 @@ import torch
 from PIL import Image
 
 from diffguard.backends.pixel import PixelBackend
-from diffguard.data.fmnist6 import KNOWN_NAMES, NUM_CLASSES, load_fmnist6
+from diffguard.data.fmnist6 import KNOWN_NAMES, load_fmnist6
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.diffusion.early_stop import psnr
 from diffguard.diffusion.respace import even_levels
 from diffguard.guidance.cfg import cfg_eps, label_eps
-from diffguard.model_files import load_classifier, shipped_path
+from diffguard.model_files import ModelFileError, classifier_config, diffusion_info, load_classifier, shipped_path
 from diffguard.sysinfo import machine
 from diffguard.train.common import iterate_minibatches, pick_device
 
@@ -78,43 +80,90 @@ def cfg_samples(backend: PixelBackend, labels: torch.Tensor, steps: int, scale: 
 
 
 def save_grid(images: torch.Tensor, rows: int, path: Path, scale: int = 2) -> None:
-    """Save (rows * cols, 1, H, W) images in [-1, 1] as one grayscale PNG grid (row-major)."""
-    n, _, h, w = images.shape
+    """Save (rows * cols, C, H, W) images in [-1, 1] (C = 1 or 3) as one grayscale or RGB PNG grid (row-major)."""
+    n, c, h, w = images.shape
     cols = n // rows
-    u8 = ((images[: rows * cols, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    grid = u8.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
-    Image.fromarray(np.ascontiguousarray(grid)).resize((cols * w * scale, rows * h * scale), Image.NEAREST).save(path)
+    u8 = ((images[: rows * cols].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    grid = u8.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    grid = np.ascontiguousarray(grid[..., 0] if c == 1 else grid)
+    Image.fromarray(grid).resize((cols * w * scale, rows * h * scale), Image.NEAREST).save(path)
 
 
+@dataclass(frozen=True)
+class CheckData:
+    """The ID test images of a check: images (N, C, H, W) in [-1, 1], labels (N,) in [0, K), one name per class."""
+
+    benchmark: str
+    test_set: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+
+
+def check_data(data: str | os.PathLike[str] | None, data_root: str | None) -> CheckData:
+    """fmnist6's ``test`` set (``data`` None), else the ID test set of the benchmark ``data`` names, in memory."""
+    from diffguard.eval.benchmarks import open_benchmark, resolve_benchmark
+
+    spec = None if data is None else resolve_benchmark(data, ("id",), "diffguard models check")
+    if spec is None or spec.source == "fmnist6":
+        test = load_fmnist6(("test",), data_root)["test"]
+        return CheckData("fmnist6", "test", test.images, test.labels, KNOWN_NAMES)
+    src = open_benchmark(spec, data_root, [spec.test_set])[spec.test_set]
+    x = torch.cat([src.load(range(i, min(i + 512, len(src)))) for i in range(0, len(src), 512)])
+    names = spec.class_names or tuple(f"class {i}" for i in range(spec.num_classes))
+    return CheckData(spec.name, spec.test_set, x, src.labels, tuple(names))
+
+
+def _check_fit(classifier_dir: Path | None, diffusion_dir: Path | None, data: CheckData) -> None:
+    """ModelFileError when a model was made for other images or classes than ``data``'s."""
+    k, (c, h) = len(data.class_names), data.images.shape[1:3]
+    clf = classifier_config(classifier_dir)
+    diff = diffusion_info(diffusion_dir)
+    for kind, folder, got in (("classifier", classifier_dir, (clf["num_classes"], clf["in_channels"],
+                                                              clf.get("resolution", 28))),
+                              ("diffusion", diffusion_dir, (diff["num_classes"], diff["channels"],
+                                                            diff["resolution"]))):
+        if tuple(got) != (k, c, h):
+            raise ModelFileError(
+                f"the {kind} model in {folder or shipped_path(kind)} has {got[0]} classes for {got[1]}x{got[2]}x"
+                f"{got[2]} images; benchmark {data.benchmark!r} has {k} classes of {c}x{h}x{h}: pass --{kind} with a "
+                f"folder made by `diffguard train {kind} --data <the benchmark>`")
 
 
 def run_quality_check(check: QualityCheck, out: Path, classifier_dir: Path | None = None,
                       diffusion_dir: Path | None = None, data_root: str | None = None,
-                      device: str = "auto") -> dict:
+                      device: str = "auto", data: str | os.PathLike[str] | None = None) -> dict:
     """Measure the three figures, print a Markdown table, write ``quality.json``, ``quality.md`` and
-    ``samples.png`` to ``out``. Returns the JSON record."""
+    ``samples.png`` to ``out``. Returns the JSON record.
+
+    ``data``: a benchmark (definition YAML or registered name) whose ID test set to use; None = fmnist6's test set.
+    """
     dev = pick_device(device)
+    test = check_data(data, data_root)
+    _check_fit(classifier_dir, diffusion_dir, test)
     out.mkdir(parents=True, exist_ok=True)
-    test = load_fmnist6(("test",), data_root)["test"]
+    num_classes = len(test.class_names)
     clf = load_classifier(classifier_dir).to(dev)
     backend = PixelBackend.from_folder(diffusion_dir)
     backend.unet.to(dev)
     t0 = time.monotonic()
     acc = classifier_accuracy(clf, test.images, test.labels, 500, dev)
-    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(check.seed))[: check.n_recon]
+    pick = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(check.seed))[: check.n_recon]
     psnr = reconstruction_psnr(backend, test.images[pick], check.steps, check.batch_size, dev)
-    labels = torch.arange(NUM_CLASSES).repeat_interleave(check.n_per_class)
+    labels = torch.arange(num_classes).repeat_interleave(check.n_per_class)
     samples = cfg_samples(backend, labels, check.steps, check.cfg_scale, check.seed + 1, check.batch_size, dev,
                           tuple(test.images.shape[1:]))
     with torch.no_grad():
         pred = torch.cat([clf(b.to(dev)).argmax(1).cpu() for b in iterate_minibatches(samples, 500)])
     agree = float((pred == labels).float().mean())
-    per_class = {KNOWN_NAMES[c]: float((pred[labels == c] == c).float().mean()) for c in range(NUM_CLASSES)}
+    per_class = {test.class_names[c]: float((pred[labels == c] == c).float().mean()) for c in range(num_classes)}
     keep = min(10, check.n_per_class)
-    grid_idx = torch.cat([torch.arange(c * check.n_per_class, c * check.n_per_class + keep) for c in range(NUM_CLASSES)])
-    save_grid(samples[grid_idx], NUM_CLASSES, out / "samples.png")
+    grid_idx = torch.cat([torch.arange(c * check.n_per_class, c * check.n_per_class + keep)
+                          for c in range(num_classes)])
+    save_grid(samples[grid_idx], num_classes, out / "samples.png")
     record = {
         "check": asdict(check), "machine": machine(), "device": str(dev), "wall_s": round(time.monotonic() - t0, 1),
+        "data": {"benchmark": test.benchmark, "test_set": test.test_set, "test_images": len(test.labels)},
         "classifier": str(classifier_dir or shipped_path("classifier")),
         "diffusion": str(diffusion_dir or shipped_path("diffusion")),
         "figures": {"classifier_accuracy": acc, "recon_psnr_db": float(psnr.mean()),
@@ -133,8 +182,10 @@ def run_quality_check(check: QualityCheck, out: Path, classifier_dir: Path | Non
 def format_table(record: dict) -> str:
     """Markdown table of the figures against their targets."""
     c = record["check"]
+    d = record.get("data", {"benchmark": "fmnist6", "test_set": "test", "test_images": 6000})
     rows = [
-        ("classifier accuracy, fmnist6 test (6000 images)", "classifier_accuracy", "{:.2%}", "{:.0%}"),
+        (f"classifier accuracy, {d['benchmark']} {d['test_set']} ({d['test_images']} images)", "classifier_accuracy",
+         "{:.2%}", "{:.0%}"),
         (f"DDIM invert + reconstruct, {c['steps']} steps, null label: mean PSNR ({c['n_recon']} test images)",
          "recon_psnr_db", "{:.2f} dB", "{:.0f} dB"),
         (f"CFG samples (scale {c['cfg_scale']:g}, {c['steps']} steps, {c['n_per_class']}/class): classifier agrees",

@@ -87,8 +87,10 @@ class ModuleClassifier(nn.Module):
 
 
 def fmnist6_classifier(folder: str | None = None) -> ModuleClassifier:
-    """The shipped fmnist6 classifier (or one from ``folder``) as an adapter: [-1, 1] input, 28x28, CAM at layer4."""
-    from diffguard.model_files import load_classifier
+    """The shipped fmnist6 classifier (or one from ``folder``) as an adapter: [-1, 1] input at the folder's
+    resolution (28x28 for fmnist6), CAM at layer4."""
+    from diffguard.model_files import classifier_config, load_classifier
 
     model = load_classifier(folder)
-    return ModuleClassifier(model, model.config["num_classes"], "layer4", resolution=(28, 28))
+    side = int(classifier_config(folder).get("resolution", 28))
+    return ModuleClassifier(model, model.config["num_classes"], "layer4", resolution=(side, side))

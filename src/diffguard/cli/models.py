@@ -10,8 +10,11 @@ from diffguard.cli.options import add_common
 
 def add(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="inspect the embedded models").add_subparsers(dest="what", required=True)
-    p = models.add_parser("check", help="measure the quality figures of the embedded models and print a table")
+    p = models.add_parser("check", help="measure the quality figures of a classifier and diffusion model pair")
     add_common(p)
+    p.add_argument("--data", default=None, metavar="BENCHMARK",
+                   help="measure on this benchmark's ID test set: a benchmark definition YAML or a registered name "
+                        "(default: fmnist6); pass the --classifier and --diffusion trained with the same --data")
     p.add_argument("--classifier", type=Path, default=None, help="classifier folder (default: the shipped one)")
     p.add_argument("--diffusion", type=Path, default=None, help="diffusion folder (default: the shipped one)")
     p.add_argument("--out", type=Path, default=Path("runs/models-check"), help="folder for the table, JSON and PNG grid")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_members(args)
     check = QualityCheck(n_recon=args.n_recon, n_per_class=args.n_per_class, steps=args.steps,
                          cfg_scale=args.cfg_scale, seed=args.seed, batch_size=args.batch_size)
-    record = run_quality_check(check, args.out, args.classifier, args.diffusion, args.data_root, args.device)
+    record = run_quality_check(check, args.out, args.classifier, args.diffusion, args.data_root, args.device,
+                               data=args.data)
     if args.write_cards:
         from diffguard.cards import write_cards
         from diffguard.model_files import shipped_path

@@ -1,4 +1,5 @@
-"""``diffguard train classifier|diffusion``: train the models DiffGuard needs (resumable, seeded)."""
+"""``diffguard train classifier|diffusion``: train the models DiffGuard needs (resumable, seeded), on fmnist6 or,
+with ``--data BENCHMARK.yaml``, on the ``train`` set(s) of a user benchmark."""
 
 from __future__ import annotations
 
@@ -16,19 +17,32 @@ def _add_config_flags(p: argparse.ArgumentParser, cfg_cls: type) -> None:
     for f in fields(cfg_cls):
         default = f.default
         if isinstance(default, tuple):
+            p.add_argument("--" + f.name.replace("_", "-"), type=_int_tuple, default=default,
+                           help=f"comma-separated integers (default: {','.join(map(str, default))})")
             continue
         kind = {int: int, float: float, str: str}.get(type(default), int)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f"(default: {default})")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 48,96,96, got {text!r}") from None
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     from diffguard.train.classifier import ClassifierTrainConfig
     from diffguard.train.diffusion import DiffusionTrainConfig
 
-    train = sub.add_parser("train", help="train an embedded fmnist6 model").add_subparsers(dest="what", required=True)
+    train = sub.add_parser("train", help="train a classifier or diffusion model (fmnist6 or your own data)"
+                           ).add_subparsers(dest="what", required=True)
     for name, cfg_cls in (("classifier", ClassifierTrainConfig), ("diffusion", DiffusionTrainConfig)):
-        p = train.add_parser(name, help=f"train the fmnist6 {name} (resumable)")
+        p = train.add_parser(name, help=f"train the {name} on fmnist6 or a benchmark's train set (resumable)")
         add_common(p)
+        p.add_argument("--data", default=None, metavar="BENCHMARK",
+                       help="train on the 'train' set(s) of this benchmark: a benchmark definition YAML (images up "
+                            "to 64x64, grey or RGB) or a registered name (default: fmnist6)")
         p.add_argument("--out", type=Path, required=True, help="folder for the final model files")
         p.add_argument("--ckpt-dir", type=Path, default=None,
                        help=f"folder for the resumable checkpoint (default: {DEFAULT_CKPT_ROOT}/train-{name})")
@@ -50,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from diffguard.train.classifier import train_classifier as fn
     else:
         from diffguard.train.diffusion import train_diffusion as fn
-    done = fn(cfg, args.out, ckpt, args.data_root, args.device, args.max_minutes)
+    done = fn(cfg, args.out, ckpt, args.data_root, args.device, args.max_minutes, data=args.data)
     print(f"finished: model written to {args.out}" if done
           else f"stopped after --max-minutes; checkpoint in {ckpt}. Rerun the same command to resume.")
     return 0

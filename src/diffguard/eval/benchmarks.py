@@ -7,6 +7,14 @@
 
 Image-list benchmarks read ``<data-root>/benchmark_imglist/<id>/<list>.txt`` with images under
 ``<data-root>/<images folder>/`` (OpenOOD's layout); :func:`open_benchmark` names every missing file at once.
+
+User benchmarks (``source="user"``) are defined as data, in a YAML file or inline under ``benchmark:`` in a run
+config (:mod:`diffguard.eval.user_benchmark` reads and checks the definition); :func:`resolve_benchmark` accepts a
+registered name, a path to a definition file, a definition mapping or a spec.
+
+Roles: ``train`` (fits, training), ``val`` (ID validation: thresholds, fusion), ``val_ood`` (OOD validation),
+``id`` (the one ID test set), ``csid`` (covariate-shifted ID: known classes, labels >= 0, not to be flagged),
+``near`` and ``far`` (OOD test sets, labels -1).
 """
 
 from __future__ import annotations
@@ -14,23 +22,38 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Mapping, Sequence, get_args
 
+from diffguard.errors import ConfigError
 from diffguard.eval.datasets import DataError, ImageListSource, ImageSource, TensorSource
 from diffguard.registry import Registry
 
-Role = Literal["train", "val", "id", "near", "far"]
+Role = Literal["train", "val", "val_ood", "id", "csid", "near", "far"]
+ROLES: tuple[str, ...] = get_args(Role)
+OOD_ROLES = ("val_ood", "near", "far")
+RUN_NEEDS: tuple[Role, ...] = ("id", "val")  # the sets every benchmark run uses (train only for fitting methods)
 BENCHMARKS: Registry["BenchmarkSpec"] = Registry("benchmark")
 
 
 @dataclass(frozen=True)
 class SetSpec:
-    """One set of a benchmark: name, role, and for image-list benchmarks the list and image folder."""
+    """One set of a benchmark: name, role, and where its images are.
+
+    Image-list benchmarks: ``list_path`` and ``image_dir`` relative to the data root. User benchmarks: either
+    ``folder`` (an image folder) or ``list_path`` + ``image_dir`` (a list and the folder its paths are relative
+    to), all absolute.
+    """
 
     name: str
     role: Role
-    list_path: str = ""  # relative to the data root
-    image_dir: str = ""  # relative to the data root
+    list_path: str = ""
+    image_dir: str = ""
+    folder: str = ""
+
+    @property
+    def ood(self) -> bool:
+        """Whether the set's labels are -1 (roles val_ood, near, far)."""
+        return self.role in OOD_ROLES
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,7 @@ class BenchmarkSpec:
     image_size: int
     channels: int
     sets: tuple[SetSpec, ...]
-    source: Literal["fmnist6", "imglist"] = "imglist"
+    source: Literal["fmnist6", "imglist", "user"] = "imglist"
     notes: str = ""
     class_names: tuple[str, ...] = field(default=())
 
@@ -55,9 +78,22 @@ class BenchmarkSpec:
                 return s
         raise KeyError(f"benchmark {self.name!r} has no set {name!r}; sets: {[s.name for s in self.sets]}")
 
+    def require(self, roles: Sequence[Role], purpose: str) -> None:
+        """Raise ConfigError naming the roles in ``roles`` that have no set (``purpose``: what needs them)."""
+        missing = [r for r in roles if not self.by_role(r)]
+        if missing:
+            raise ConfigError(f"benchmark {self.name!r} has no set with role {' or '.join(map(repr, missing))}, "
+                              f"which {purpose} needs: add one (role: {missing[0]}) to its sets")
+
     @property
     def test_set(self) -> str:
         return self.by_role("id")[0].name
+
+    @property
+    def train_set(self) -> str:
+        """The (first) ID training set, which fitting methods use (ConfigError when the benchmark has none)."""
+        self.require(["train"], "fitting methods (KNN, ViM, MDS, ...)")
+        return self.by_role("train")[0].name
 
 
 def _fmnist6() -> BenchmarkSpec:
@@ -108,6 +144,34 @@ def get_benchmark(name: str) -> BenchmarkSpec:
     return BENCHMARKS.create(name)
 
 
+def resolve_benchmark(ref: str | os.PathLike[str] | Mapping[str, Any] | BenchmarkSpec,
+                      needs: Sequence[Role] = RUN_NEEDS, purpose: str = "a benchmark run") -> BenchmarkSpec:
+    """The spec of a registered name, a benchmark definition file (YAML), a definition mapping or a spec.
+
+    Args:
+        ref: what a run config's ``benchmark`` holds (or ``--data``).
+        needs: roles that must have a set (default: the ID test set and ID validation).
+        purpose: what needs them (for the error message).
+
+    Raises:
+        ConfigError / UnknownNameError: an invalid definition, an unknown name, a missing role.
+    """
+    from diffguard.eval import user_benchmark as user
+
+    if isinstance(ref, BenchmarkSpec):
+        spec = ref
+    elif isinstance(ref, Mapping):
+        spec = user.benchmark_from_dict(ref)
+    elif str(ref) in BENCHMARKS:
+        spec = get_benchmark(str(ref))
+    elif user.looks_like_file(ref):
+        spec = user.load_benchmark_file(ref)
+    else:
+        spec = get_benchmark(str(ref))  # unknown: the registry names the closest ones
+    spec.require(needs, purpose)
+    return spec
+
+
 def open_benchmark(spec: BenchmarkSpec, data_root: str | os.PathLike[str] | None = None,
                    sets: list[str] | None = None) -> dict[str, ImageSource]:
     """Open the requested sets (default: all) as image sources.
@@ -116,6 +180,10 @@ def open_benchmark(spec: BenchmarkSpec, data_root: str | os.PathLike[str] | None
         DataError: naming every missing image list at once, with the expected layout.
     """
     wanted = [spec.get(n) for n in (sets or [s.name for s in spec.sets])]
+    if spec.source == "user":
+        from diffguard.eval.user_benchmark import open_user_sets
+
+        return open_user_sets(spec, wanted)
     if spec.source == "fmnist6":
         from diffguard.data.fmnist6 import load_fmnist6
 
@@ -131,4 +199,4 @@ def open_benchmark(spec: BenchmarkSpec, data_root: str | os.PathLike[str] | None
                         + "\n  ".join(missing) + "\nPlace OpenOOD's image lists there (or drop those sets with "
                         "--sets); diffguard downloads nothing.")
     return {s.name: ImageListSource(s.name, root / s.list_path, root / s.image_dir, spec.image_size, spec.channels,
-                                    ood=s.role in ("near", "far"), num_classes=spec.num_classes) for s in wanted}
+                                    ood=s.ood, num_classes=spec.num_classes) for s in wanted}

@@ -1,14 +1,14 @@
-"""Image sources for benchmarks: in-memory tensors (fmnist6) and OpenOOD image lists read from local files.
+"""Image sources for benchmarks: in-memory tensors (fmnist6), OpenOOD image lists and image folders.
 
 An image list has one sample per line, ``<relative/path> <label>``, split on the first space; OOD lists carry
 label -1 (OpenOOD's format, see docs/benchmarks.md). Paths are relative to a data directory.
+An image folder holds one sub-folder per class (named like the class; the label is the class's index) or, for an
+OOD set, any files and sub-folders (label -1); files are sorted by relative path so ids are stable.
 Every source yields float32 images (B, C, H, W) in [-1, 1] at the benchmark's resolution, int64 labels (-1 = OOD)
-and stable int64 ids (the position in the list, or the index in the source data set).
+and stable int64 ids (the position in the list or sorted folder, or the index in the source data set).
 """
 
 from __future__ import annotations
-
-from diffguard.errors import UserError
 
 import os
 from dataclasses import dataclass
@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffguard.errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 class DataError(UserError):
     """A data file or list is missing, empty or malformed; the message says what to do."""
@@ -135,7 +138,24 @@ def load_image(path: Path, size: int, channels: int) -> Tensor:
     return t / 127.5 - 1.0
 
 
-class ImageListSource:
+class _FileSource:
+    """Images stored as files under ``data_dir`` (relative ``paths``), read lazily with :func:`load_image`."""
+
+    def __init__(self, name: str, data_dir: Path, paths: list[str], labels: np.ndarray, size: int, channels: int):
+        self.name, self.data_dir, self.size, self.channels = name, data_dir, size, channels
+        self.paths = paths
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.ids = torch.arange(len(paths), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, rows: Sequence[int]) -> Tensor:
+        """Images of the given rows, float32 (B, C, size, size) in [-1, 1]."""
+        return torch.stack([load_image(self.data_dir / self.paths[r], self.size, self.channels) for r in rows])
+
+
+class ImageListSource(_FileSource):
     """Images named by an OpenOOD image list, read lazily.
 
     Args:
@@ -150,7 +170,6 @@ class ImageListSource:
 
     def __init__(self, name: str, list_path: str | os.PathLike[str], data_dir: str | os.PathLike[str], size: int,
                  channels: int = 3, ood: bool = False, num_classes: int | None = None):
-        self.name, self.data_dir, self.size, self.channels = name, Path(data_dir), size, channels
         items = read_image_list(list_path)
         labels = np.array([-1 if ood else lab for _, lab in items], dtype=np.int64)
         if num_classes is not None and not ood:
@@ -158,12 +177,67 @@ class ImageListSource:
             if len(bad):
                 raise DataError(f"{list_path}: {len(bad)} label(s) outside [0, {num_classes}), first at line "
                                 f"{bad[0] + 1}: {labels[bad[0]]}")
-        self.paths = [rel for rel, _ in items]
-        self.labels = torch.from_numpy(labels)
-        self.ids = torch.arange(len(items), dtype=torch.long)
+        super().__init__(name, Path(data_dir), [rel for rel, _ in items], labels, size, channels)
 
-    def __len__(self) -> int:
-        return len(self.paths)
 
-    def load(self, rows: Sequence[int]) -> Tensor:
-        return torch.stack([load_image(self.data_dir / self.paths[r], self.size, self.channels) for r in rows])
+def image_files(folder: Path) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder`` (recursive, sorted; hidden and other files skipped)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _class_folder_labels(folder: Path, files: list[str], classes: Sequence[str], every_class: bool) -> np.ndarray:
+    """Labels of ``files`` from their first path component, a class sub-folder (DataError when it is not one)."""
+    index = {c: i for i, c in enumerate(classes)}
+    loose = [f for f in files if "/" not in f]
+    if loose:
+        raise DataError(f"{folder}: image file {loose[0]!r} is not in a class sub-folder; an ID set's images go in "
+                        f"one sub-folder per class ({', '.join(classes)})")
+    subs = {f.split("/", 1)[0] for f in files} | {p.name for p in folder.iterdir() if p.is_dir()
+                                                    and not p.name.startswith(".")}
+    unknown = sorted(subs - set(index))
+    if unknown:
+        raise DataError(f"{folder}: sub-folder(s) {unknown} are not classes of the benchmark ({', '.join(classes)}); "
+                        "rename them to a class name, or add the class to 'classes'")
+    counts = {c: 0 for c in classes}
+    for f in files:
+        counts[f.split("/", 1)[0]] += 1
+    empty = [c for c, n in counts.items() if n == 0]
+    if every_class and empty:
+        raise DataError(f"{folder}: no images for class(es) {empty}; add a sub-folder per class "
+                        f"({folder / empty[0]}/...) holding that class's images")
+    return np.array([index[f.split("/", 1)[0]] for f in files], dtype=np.int64)
+
+
+class ImageFolderSource(_FileSource):
+    """Images in a folder, read lazily; ids are positions in the sorted list of relative paths.
+
+    Args:
+        name: set name.
+        folder: the set's folder.
+        size: output resolution (square).
+        channels: 1 (grayscale) or 3 (RGB).
+        classes: class names of an ID set (images in ``folder/<class>/``, label = index in ``classes``); None for
+            an OOD set (any files and sub-folders, label -1).
+        every_class: an ID set must hold images of every class.
+
+    Raises:
+        DataError: a missing folder, no image files, or (ID sets) a sub-folder that is not a class, an image outside
+            the class sub-folders, or (``every_class``) a class without images.
+    """
+
+    def __init__(self, name: str, folder: str | os.PathLike[str], size: int, channels: int = 3,
+                 classes: Sequence[str] | None = None, every_class: bool = True):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(f"image folder {folder} of set {name!r} does not exist; fix the set's 'folder' path")
+        files = image_files(folder)
+        if not files:
+            raise DataError(f"image folder {folder} of set {name!r} holds no image files "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))}); put the set's images there")
+        if classes is None:
+            labels = np.full(len(files), -1, dtype=np.int64)
+        else:
+            labels = _class_folder_labels(folder, files, classes, every_class)
+        super().__init__(name, folder, files, labels, size, channels)

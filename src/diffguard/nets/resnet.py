@@ -1,4 +1,5 @@
-"""A small ResNet-18-style classifier for 28x28 images, built from torchvision's ``BasicBlock``.
+"""A small ResNet-18-style classifier for small images (28x28 fmnist6; any side from 8 up), built from torchvision's
+``BasicBlock``.
 
 torchvision's ``ResNet`` hard-codes 64..512 channels and an ImageNet stem (7x7 stride 2 + max-pool) that would
 shrink a 28x28 image to 7x7 before the first block, so we keep its residual block and assemble a CIFAR-style

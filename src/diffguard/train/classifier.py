@@ -1,20 +1,21 @@
-"""``diffguard train classifier``: the fmnist6 classifier-under-protection (a small ResNet-18-style CNN)."""
+"""``diffguard train classifier``: the classifier-under-protection (a small ResNet-18-style CNN), on fmnist6 or, with
+``--data BENCHMARK.yaml``, on the ``train`` set(s) of a user benchmark (any size up to 64x64, grey or RGB)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from diffguard.data.fmnist6 import NUM_CLASSES
 from diffguard.model_files import save_classifier
 from diffguard.nets.resnet import SmallResNet
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (
     RunState, batch_indices, cosine_lr, pick_device, resume, save_checkpoint, step_generator, train_loop,
-    training_images,
+    training_data,
 )
 
 
@@ -49,19 +50,21 @@ def augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
 
 def train_classifier(
     cfg: ClassifierTrainConfig, out: Path, ckpt_dir: Path, data_root: str | None = None, device: str = "auto",
-    max_minutes: float | None = None, ckpt_every: int = 200,
+    max_minutes: float | None = None, ckpt_every: int = 200, data: str | os.PathLike[str] | None = None,
 ) -> bool:
     """Train (or resume from ``ckpt_dir``) the classifier; write the final weights to ``out`` when done.
 
+    ``data``: a benchmark (definition YAML or registered name) whose ``train`` set(s) to train on; None = fmnist6.
     Returns True when training finished, False when it stopped after ``max_minutes`` (rerun to resume).
     """
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    x_all, y_all = training_images(data_root, cfg.limit)
-    model = SmallResNet(NUM_CLASSES, in_channels=1, width=cfg.width).to(dev)
+    td = training_data(data, data_root, cfg.limit)
+    x_all, y_all = td.images, td.labels
+    model = SmallResNet(td.num_classes, in_channels=td.channels, width=cfg.width).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
-    state, _ = resume(ckpt_dir, cfg, model, opt)
+    state, _ = resume(ckpt_dir, cfg, model, opt, td.record)
     model.train()
 
     def step_fn(step: int) -> float:
@@ -76,11 +79,14 @@ def train_classifier(
         return float(loss.detach())
 
     def save(st: RunState) -> None:
-        save_checkpoint(ckpt_dir, cfg, st, {"model": model.state_dict(), "optimizer": opt.state_dict()})
+        save_checkpoint(ckpt_dir, cfg, st, {"model": model.state_dict(), "optimizer": opt.state_dict()}, td.record)
 
     done = train_loop(step_fn, state, cfg.steps, save, ckpt_every, max_minutes, "classifier")
     if done:
-        save_classifier(model.eval().cpu(), out, extra={"train": {"config": cfg.__dict__, "wall_s": state.wall_s,
-                                                                   "steps": state.step, "device": str(dev),
-                                   "machine": machine(), "command": command_line()}})
+        train = {"config": cfg.__dict__, "wall_s": state.wall_s, "steps": state.step, "device": str(dev),
+                 "machine": machine(), "command": command_line()}
+        if td.record is not None:
+            train["data"] = {**td.record, "definition": str(data)}
+        save_classifier(model.eval().cpu(), out, extra={"train": train}, resolution=td.size,
+                        class_names=td.class_names)
     return done

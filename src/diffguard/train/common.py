@@ -80,22 +80,32 @@ class RunState:
     wall_s: float = 0.0
 
 
-def save_checkpoint(out: Path, config: Any, state: RunState, tensors: dict[str, Any]) -> None:
-    """Write ``out/checkpoint.pt`` atomically (temp file + rename). Loadable with ``weights_only=True``."""
+def _identity(config: Any, data: dict[str, Any] | None) -> str:
+    """What a checkpoint must have been made with: the config, and the training data when not fmnist6's."""
+    return json.dumps(asdict(config) if data is None else {**asdict(config), "data": data}, sort_keys=True)
+
+
+def save_checkpoint(out: Path, config: Any, state: RunState, tensors: dict[str, Any],
+                    data: dict[str, Any] | None = None) -> None:
+    """Write ``out/checkpoint.pt`` atomically (temp file + rename). Loadable with ``weights_only=True``.
+
+    ``data``: the training data's record (:class:`TrainingData`), None for fmnist6."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (CHECKPOINT + ".tmp")
-    payload = {"config": json.dumps(asdict(config), sort_keys=True), "state": asdict(state), **tensors}
+    payload = {"config": _identity(config, data), "state": asdict(state), **tensors}
     torch.save(payload, tmp)
     os.replace(tmp, out / CHECKPOINT)
 
 
-def load_checkpoint(out: Path, config: Any) -> tuple[RunState, dict[str, Any]] | None:
-    """Read ``out/checkpoint.pt`` if present (never unpickling code). Refuses one made with another config."""
+def load_checkpoint(out: Path, config: Any, data: dict[str, Any] | None = None
+                    ) -> tuple[RunState, dict[str, Any]] | None:
+    """Read ``out/checkpoint.pt`` if present (never unpickling code). Refuses one made with another config or
+    other training data."""
     path = out / CHECKPOINT
     if not path.is_file():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    mine = json.dumps(asdict(config), sort_keys=True)
+    mine = _identity(config, data)
     if payload["config"] != mine:
         raise RuntimeError(
             f"{path} was written with another configuration:\n  {payload['config']}\nnow:\n  {mine}\n"
@@ -114,9 +124,88 @@ def training_images(data_root: str | os.PathLike[str] | None, limit: int | None)
     return train.images, train.labels
 
 
-def resume(ckpt_dir: Path, config: Any, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[RunState, dict]:
+MAX_TRAIN_SIZE = 64
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model is trained on. images: float32 (N, C, H, W) in [-1, 1]; labels: int64 (N,) in [0, K).
+
+    ``record`` is None for the embedded fmnist6 data (the shipped models' recipe); for ``--data`` it describes the
+    data (benchmark, train sets, image count, size, channels, classes, SHA-256 of the tensors) and goes into the
+    checkpoint's identity (a resumed run refuses other data) and the model folder's training record.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    record: dict[str, Any] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+
+def training_data(data: str | os.PathLike[str] | None, data_root: str | os.PathLike[str] | None,
+                  limit: int | None) -> TrainingData:
+    """The training images: fmnist6's ``train`` set when ``data`` is None (or ``fmnist6``), else the ``train`` set(s)
+    of the benchmark ``data`` names (a benchmark definition YAML or a registered name), all read into memory.
+
+    Raises:
+        ConfigError: the benchmark has no train set, or images larger than 64x64.
+    """
+    from diffguard.data.fmnist6 import KNOWN_NAMES
+    from diffguard.errors import ConfigError
+    from diffguard.eval.benchmarks import open_benchmark, resolve_benchmark
+
+    spec = None if data is None else resolve_benchmark(data, ("train",), "training")
+    if spec is None or spec.source == "fmnist6":
+        x, y = training_images(data_root, limit)
+        return TrainingData(x, y, KNOWN_NAMES)
+    if spec.image_size > MAX_TRAIN_SIZE:
+        raise ConfigError(f"benchmark {spec.name!r} has {spec.image_size}x{spec.image_size} images; training "
+                          f"supports sizes up to {MAX_TRAIN_SIZE}: set 'size' to {MAX_TRAIN_SIZE} or less")
+    names = [s.name for s in spec.by_role("train")]
+    sources = open_benchmark(spec, data_root, names)
+    total = sum(len(src) for src in sources.values())
+    left = min(limit, total) if limit else total
+    xs, ys = [], []
+    with tqdm(total=left, desc="reading training images", unit="img", disable=left < 2048) as bar:
+        for src in sources.values():
+            rows = list(range(min(left, len(src))))
+            for i in range(0, len(rows), 512):
+                xs.append(src.load(rows[i : i + 512]))
+                bar.update(len(xs[-1]))
+            ys.append(src.labels[rows])
+            left -= len(rows)
+    x, y = torch.cat(xs), torch.cat(ys)
+    classes = spec.class_names or tuple(f"class {i}" for i in range(spec.num_classes))
+    record = {"benchmark": spec.name, "sets": names, "images": int(x.shape[0]), "size": spec.image_size,
+              "channels": spec.channels, "classes": list(classes), "digest": _digest(x, y)}
+    return TrainingData(x, y, tuple(classes), record)
+
+
+def _digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of the training tensors (a resumed run refuses changed data)."""
+    import hashlib
+
+    h = hashlib.sha256(x.contiguous().numpy().tobytes())
+    h.update(y.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def resume(ckpt_dir: Path, config: Any, model: nn.Module, opt: torch.optim.Optimizer,
+           data: dict[str, Any] | None = None) -> tuple[RunState, dict]:
     """Restore model and optimizer from ``ckpt_dir`` when a checkpoint exists; returns (state, other tensors)."""
-    resumed = load_checkpoint(ckpt_dir, config)
+    resumed = load_checkpoint(ckpt_dir, config, data)
     if resumed is None:
         return RunState(), {}
     state, tensors = resumed
