@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffguard.errors import UserError
 from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
@@ -46,7 +47,8 @@ class KNN(Baseline):
         """Store the L2-normalised ID-train features (N_train, D) as float64."""
         check_outputs(train)
         if self.k > len(train):
-            raise ValueError(f"k={self.k} is larger than the {len(train)} train rows; lower k")
+            raise UserError(f"knn: k={self.k} is larger than the {len(train)} ID-train rows; lower k (e.g. "
+                            f"params: {{k: {max(1, len(train) // 10)}}} in the method spec, or --set knn.k=...)")
         self.bank = F.normalize(train.features.double(), dim=1, eps=1e-12)
 
     def score(self, out: ClassifierOutputs) -> Tensor:

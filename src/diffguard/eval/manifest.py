@@ -37,6 +37,11 @@ def folder_hash(folder: Path, patterns: tuple[str, ...] = ("*.safetensors", "*.j
 def path_hash(path: Path) -> str:
     """:func:`folder_hash` of a folder, :func:`sha256_files` of a single file."""
     path = Path(path)
+    if not path.exists():
+        from diffguard.model_files import ModelFileError
+
+        raise ModelFileError(f"model path {path} does not exist: check the classifier / diffusion entries of the "
+                             "config (or --set classifier=... / diffusion=...)")
     return folder_hash(path) if path.is_dir() else sha256_files([path])
 
 

@@ -29,6 +29,7 @@ from diffguard.eval.placement import resolve_device, to_device
 from diffguard.eval.rows import batches, row_plan, select_rows
 from diffguard.eval.run_config import FusionConfig, RunConfig, config_dict
 from diffguard.eval.preflight import preflight
+from diffguard.errors import ConfigError
 from diffguard.eval.store import ResultStore, StoreError
 
 
@@ -83,6 +84,7 @@ class Runner:
             from diffguard.specs.models import build_classifier
 
             self._classifier = to_device(build_classifier(self.cfg.classifier), self.device)
+            check_classifier(self._classifier, self.spec)
         return self._classifier
 
     def backend(self) -> Any:
@@ -90,6 +92,7 @@ class Runner:
             from diffguard.specs.models import build_backend
 
             self._backend = to_device(build_backend(self.cfg.diffusion), self.device)
+            check_backend(self._backend, self.spec)
         return self._backend
 
     def member_folders(self) -> list[str]:
@@ -256,3 +259,20 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C)."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def check_classifier(classifier: Any, spec: BenchmarkSpec) -> None:
+    """Refuse a classifier whose number of classes is not the benchmark's (a clear error instead of a shape error
+    deep inside a method)."""
+    n = getattr(classifier, "num_classes", None)
+    if n is not None and int(n) != spec.num_classes:
+        raise ConfigError(f"the classifier has {n} classes but benchmark {spec.name!r} has {spec.num_classes}: give "
+                          "the classifier trained for it (classifier: ... in the config, or --set classifier=...)")
+
+
+def check_backend(backend: Any, spec: BenchmarkSpec) -> None:
+    """Refuse a pixel diffusion model whose image channels are not the benchmark's."""
+    channels = getattr(backend, "channels", None)
+    if channels is not None and not getattr(backend, "is_latent", False) and int(channels) != spec.channels:
+        raise ConfigError(f"the diffusion model works on {channels}-channel images but benchmark {spec.name!r} has "
+                          f"{spec.channels}: give the diffusion model trained for it (diffusion: ... in the config)")
