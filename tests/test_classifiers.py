@@ -117,3 +117,24 @@ def test_timm_model_from_a_weights_file(tmp_path: Path) -> None:
     assert grad_cam(clf, x, torch.tensor([0, 5])).shape == (2, 2, 2)
     with pytest.raises(ValueError, match="unknown timm architecture"):
         timm_classifier("resnet_does_not_exist", None)
+
+
+def test_timm_folder_is_recognised(tmp_path: Path) -> None:
+    """A timm folder (config.json with architecture / num_classes / pretrained_cfg + model.safetensors) as a plain
+    classifier spec path."""
+    timm = pytest.importorskip("timm")
+    import json
+
+    from diffguard.specs.models import build_classifier
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=4).eval()
+    save_file(net.state_dict(), str(tmp_path / "model.safetensors"))
+    cfg = {"architecture": "resnet18", "num_classes": 4,
+           "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4]}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    clf = build_classifier(str(tmp_path))
+    assert clf.resolution == (32, 32) and clf.num_classes == 4
+    x = _images(2, 32)
+    with torch.no_grad():
+        expected = net(_normalised(x, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4)))
+    _consistent(clf, x, expected)

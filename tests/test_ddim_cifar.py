@@ -224,11 +224,12 @@ def test_wrong_files_give_clear_errors(tmp_path: Path) -> None:
 def test_cifar10_builder_scores_with_the_original_checkpoint(tmp_path: Path) -> None:
     from diffguard.specs.models import build_backend
     from diffguard.nets.cifar_resnet import CifarResNet18
-    from diffguard.paper import build_cifar10_detector
+    from diffguard.paper import build_paper_detector
 
     torch.save(_tiny(size=32).state_dict(), tmp_path / "ddim_cifar10_cond.ckpt")
     torch.save(CifarResNet18(10).state_dict(), tmp_path / "best.ckpt")
-    det = build_cifar10_detector(tmp_path / "ddim_cifar10_cond.ckpt", tmp_path / "best.ckpt", steps=3)
+    det = build_paper_detector("cifar10", diffnb_ckpt=tmp_path / "ddim_cifar10_cond.ckpt",
+                               openood_ckpt=tmp_path / "best.ckpt", steps=3)
     assert det.backend.null_label == 10 and det.distances == ("logits_l1",)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     score = det.predict(x)

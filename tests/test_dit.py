@@ -107,3 +107,19 @@ def test_dit_folder_with_the_older_transformer2d_config(tmp_path: Path) -> None:
     z = torch.zeros(1, 4, 8, 8)
     with torch.no_grad():
         assert backend.eps(z, torch.tensor([3]), torch.tensor([10])).shape == z.shape
+
+
+def test_dit_folders_are_recognised_from_their_files(tmp_path: Path) -> None:
+    """A DiT pipeline folder given as a plain path, and its bare transformer/ folder (VAE and scheduler found
+    beside it), load as the same class-conditional latent backend."""
+    from diffguard.specs.models import build_backend
+
+    root = _tiny_dit_folder(tmp_path / "dit")
+    for spec in (str(root), {"type": "diffusers", "folder": str(root / "transformer")}):
+        backend = build_backend(spec)
+        assert backend.null_label == 10 and backend.scale_factor == pytest.approx(0.18215)
+    import shutil
+
+    shutil.copytree(root / "transformer", tmp_path / "alone")
+    with pytest.raises(CheckpointError, match="DiT without a VAE"):
+        build_backend({"type": "diffusers", "folder": str(tmp_path / "alone"), "scheduler": str(root / "scheduler")})

@@ -1,118 +1,132 @@
-"""Builders for the paper's settings from local checkpoints (see docs/paper-configs.md).
+"""The paper's settings as detectors, built from their run configs -- the one place they are defined.
 
-Each builder takes file paths only (nothing is downloaded) and returns a ready
-:class:`~diffguard.detectors.diffguard.DiffGuard`; :data:`PAPER_CONFIGS` describes the same settings as plain dicts
-(files needed, input size, preset and options) for a command line or a benchmark runner to read.
+``configs/imagenet-gdm.yaml`` (Table 2 "Ours (GDM)", the authors' exp6.1), ``configs/imagenet-ldm.yaml`` (Table 2
+"Ours (LDM)", ldm-exp2.25) and ``configs/cifar10.yaml`` (Table 1) name the models, the DiffGuard preset and its
+parameters; their ``about:`` block says where each setting comes from, the files it needs (the ``${NAME}``
+variables), the input size and preprocessing, and the network evaluations per image. ``diffguard benchmark
+imagenet-gdm`` runs one on a benchmark; :func:`build_paper_detector` builds its DiffGuard for your own images::
 
-* ``gdm``: Table 2 "Ours (GDM)", the authors' exp6.1 -- ADM 256x256 unconditional + torchvision ResNet-50 at 224.
-* ``ldm``: Table 2 "Ours (LDM)", the authors' ldm-exp2.25 -- CompVis cin256-v2 + ResNet-50 at 256.
-* ``cifar10``: Table 1 (CIFAR-10) -- a class-conditional pixel UNet with a null class (DiffNB's DDIM checkpoint, or
-  a diffusers folder) + OpenOOD's ResNet18_32x32, compared by the L1 distance of logits. The authors did not release
-  this code: the guidance settings are the LDM path's and are not verified against the paper's numbers.
+    from diffguard.paper import build_paper_detector
+
+    det = build_paper_detector("imagenet-gdm", adm_checkpoint="256x256_diffusion_uncond.pt",
+                               resnet50_weights="resnet50-0676ba61.pth", dists_weights="dists_vgg16.safetensors")
+    scores = det.predict(x)   # x: (B, 3, 224, 224) in [-1, 1]; higher = more OOD
+
+Each file variable is given by its lower-case name (``ADM_CHECKPOINT`` -> ``adm_checkpoint=``) or, failing that,
+taken from the environment variable, as the command line does. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from diffguard.detectors.diffguard import DiffGuard
+from diffguard.errors import ConfigError
 
-PathLike = str | os.PathLike[str]
-
-PAPER_CONFIGS: dict[str, dict[str, Any]] = {
-    "gdm": {
-        "paper": "Table 2, Ours (GDM); authors' testOOD/exp/exp6.1.yaml",
-        "builder": "diffguard.paper.build_gdm_detector",
-        "files": {"adm_checkpoint": "guided-diffusion 256x256_diffusion_uncond.pt",
-                  "classifier_weights": "torchvision ResNet-50 IMAGENET1K_V1 (resnet50-0676ba61.pth)",
-                  "dists_weights": "DISTS weights file (diffguard.distances.write_dists_weights)"},
-        "data": {"input_size": 224, "preprocess": "Resize(256) + CenterCrop(224), [-1, 1]"},
-        "preset": "gdm", "options": {"steps": 100, "early_stop_steps": 10, "psnr_threshold": 48.5,
-                                     "dists_threshold": 0.38},
-        "nfe_per_image": "UNet: (k + 1) inversion + 2 (k + 3) denoising image-evaluations for stop index k "
-                         "(k = 89 without early stop: 274); classifier: 8 (k + 3) crop forward+backward passes",
-    },
-    "ldm": {
-        "paper": "Table 2, Ours (LDM); authors' testOOD/exp/ldm-exp2.25.yaml",
-        "builder": "diffguard.paper.build_ldm_detector",
-        "files": {"ldm_checkpoint": "CompVis latent-diffusion cin256-v2 model.ckpt (VQ-f4)",
-                  "classifier_weights": "torchvision ResNet-50 IMAGENET1K_V1",
-                  "dists_weights": "DISTS weights file"},
-        "data": {"input_size": 256, "preprocess": "Resize(256) + CenterCrop(256), [-1, 1]"},
-        "preset": "ldm", "options": {"steps": 25, "cam_cut": 0.3, "scale": 10.0},
-        "nfe_per_image": "UNet: 25 inversion + 50 denoising (fused CFG) image-evaluations = 75; VQ encode + decode "
-                         "once; classifier: 1 forward (label) + 1 forward+backward (Grad-CAM); DISTS: one VGG16 "
-                         "pass over input and synthesis",
-    },
-    "cifar10": {
-        "paper": "Table 1 (CIFAR-10); the authors' CIFAR code is not released",
-        "builder": "diffguard.paper.build_cifar10_detector",
-        "files": {"diffusion": "DiffNB's class-conditional DDIM checkpoint (luping-liu/DiffOOD, "
-                               "config/ddim_cifar10_cond.yml), or a diffusers folder (unet/ with 11 class "
-                               "embeddings, scheduler/)",
-                  "classifier_weights": "OpenOOD cifar10_resnet18_32x32_base_e100_lr0.1_default/s0/best.ckpt"},
-        "data": {"input_size": 32, "preprocess": "ToTensor, [-1, 1]"},
-        "preset": "ldm", "options": {"steps": 25, "cam_cut": 0.3, "scale": 10.0, "distances": ["logits_l1"]},
-        "nfe_per_image": "UNet: 25 inversion + 50 denoising image-evaluations = 75; classifier: 1 forward + 1 "
-                         "forward+backward (Grad-CAM) + 2 forwards (logits distance)",
-    },
-}
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MODEL_KEYS = ("classifier", "diffusion")
 
 
-def build_gdm_detector(adm_checkpoint: PathLike, classifier_weights: PathLike, dists_weights: PathLike,
-                       steps: int = 100, **overrides: Any) -> DiffGuard:
-    """Table 2 "Ours (GDM)": ADM 256 px unconditional (``256x256_diffusion_uncond.pt``), ResNet-50 at 224 px,
-    the authors' exp6.1 (AES PSNR 48.5 / 1 - DISTS 0.38, Clean Grad with 8 cutouts, unguided reference, DISTS).
+def _config_path(name: str | os.PathLike[str]) -> Path:
+    from diffguard.eval.run_config import CONFIG_DIR, read_config_file
 
-    Inputs are (B, 3, 224, 224) in [-1, 1]; they are resized to 256 for the diffusion model (bilinear, no
-    antialias) and the syntheses back to 224. ``overrides`` go to :func:`diffguard.presets.create_detector`.
+    path = Path(name)
+    if path.suffix or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    if not (CONFIG_DIR / f"{name}.yaml").is_file():
+        read_config_file(name)  # raises the unknown-config error with close names
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def _raw(name: str | os.PathLike[str]) -> dict[str, Any]:
+    import yaml
+
+    data = yaml.safe_load(_config_path(name).read_text())
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {name} must hold a mapping of settings")
+    return data
+
+
+def _variables(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _variables(item)]
+    if isinstance(value, list):
+        return [v for item in value for v in _variables(item)]
+    return _VARIABLE.findall(value) if isinstance(value, str) else []
+
+
+def paper_settings() -> dict[str, dict[str, Any]]:
+    """The built-in configs that describe a paper setting (an ``about:`` block naming its source): name -> about."""
+    from diffguard.eval.run_config import builtin_configs
+
+    out = {}
+    for name in builtin_configs():
+        about = _raw(name).get("about")
+        if isinstance(about, dict) and "paper" in about:
+            out[name] = about
+    return out
+
+
+def setting_files(name: str | os.PathLike[str], replaced: Sequence[str] = ()) -> dict[str, str]:
+    """The file variables of a config (``{NAME: description}``, from its ``about.files``), less those used only by
+    the ``replaced`` top-level keys (e.g. ``["diffusion"]`` when another diffusion spec is given)."""
+    raw = _raw(name)
+    described = (raw.get("about") or {}).get("files") or {}
+    kept = {k: v for k, v in raw.items() if k not in replaced and k != "about"}
+    return {v: str(described.get(v, "a local file")) for v in dict.fromkeys(_variables(kept))}
+
+
+def build_paper_detector(name: str | os.PathLike[str], *, classifier: Any = None, diffusion: Any = None,
+                         method: str | None = None, overrides: Sequence[str] = (), **values: Any) -> DiffGuard:
+    """The DiffGuard of a paper config (``imagenet-gdm``, ``imagenet-ldm``, ``cifar10``, or a YAML path).
+
+    Args:
+        name: the config.
+        classifier, diffusion: model specs replacing the config's (:mod:`diffguard.specs.models`), e.g.
+            ``diffusion={"type": "diffusers", "folder": "cifar10-cond", "null_label": 10}``; their files are then
+            not needed.
+        method: the config's DiffGuard method to build when it has several (default: the only one).
+        overrides: dotted DiffGuard overrides applied after the config's (e.g. ``["guidance.scale=5"]``).
+        values: the config's file variables by lower-case name (``adm_checkpoint="/ckpt/...pt"``); any other
+            keyword is a preset argument or DiffGuard field replacing the config's (e.g. ``steps=10``).
+
+    Raises:
+        ConfigError: a file variable given neither here nor in the environment (its description is shown).
     """
-    from diffguard.backends.adm import adm_backend
-    from diffguard.classify.torchvision import torchvision_classifier
+    from diffguard.eval.run_config import build_run_config, read_config_file
+    from diffguard.specs.models import build_backend, build_classifier
+
+    replaced = [k for k, spec in zip(_MODEL_KEYS, (classifier, diffusion)) if spec is not None]
+    every, needed = setting_files(name), setting_files(name, replaced)
+    variables = {var: str(values.pop(var.lower())) for var in every if var.lower() in values}
+    missing = {var: text for var, text in needed.items() if var not in variables and var not in os.environ}
+    if missing:
+        wanted = "; ".join(f"{v.lower()}=<{text}>" for v, text in missing.items())
+        raise ConfigError(f"config {name} needs {wanted} (or the environment variable(s) {sorted(missing)})")
+    placeholders = {var: "<replaced>" for var in every if var not in needed}
+    data = read_config_file(_config_path(name), {**placeholders, **variables})
+    data.update({k: spec for k, spec in zip(_MODEL_KEYS, (classifier, diffusion)) if spec is not None})
+    run = build_run_config(data)
+    candidates = [m for m in run.methods if m.is_diffguard and method in (None, m.name)]
+    if len(candidates) != 1:
+        names = [m.name for m in run.methods if m.is_diffguard]
+        raise ConfigError(f"config {name}: choose one DiffGuard method with method=<name>; it has {names}")
+    return diffguard_from_params(candidates[0].params, build_classifier(run.classifier),
+                                 build_backend(run.diffusion), overrides, values)
+
+
+def diffguard_from_params(params: Mapping[str, Any], classifier: Any, backend: Any, overrides: Sequence[str] = (),
+                          options: Mapping[str, Any] | None = None) -> DiffGuard:
+    """A DiffGuard from a method's ``params`` (``preset``, preset arguments / DiffGuard fields, ``overrides``);
+    ``options`` and ``overrides`` are applied on top."""
     from diffguard.presets import create_detector
 
-    backend = adm_backend(adm_checkpoint, resolution=256)
-    clf = torchvision_classifier("resnet50", classifier_weights, num_classes=1000, resolution=224)
-    return create_detector("gdm", clf, backend, dists_weights=dists_weights, steps=steps, **overrides)
-
-
-def build_ldm_detector(ldm_checkpoint: PathLike, classifier_weights: PathLike, dists_weights: PathLike,
-                       ldm_config: PathLike | dict | None = None, steps: int = 25, **overrides: Any) -> DiffGuard:
-    """Table 2 "Ours (LDM)": CompVis cin256-v2 (VQ-f4, null class 1000), ResNet-50 at 256 px with Grad-CAM at
-    ``layer4``, the authors' ldm-exp2.25 (25 steps, shifted inversion with the null class, CFG 10 inside the
-    CAM mask cut at 0.3, compared with the input by DISTS). Inputs are (B, 3, 256, 256) in [-1, 1]."""
-    from diffguard.backends.compvis_ldm import load_compvis_ldm
-    from diffguard.classify.torchvision import torchvision_classifier
-    from diffguard.presets import create_detector
-
-    backend = load_compvis_ldm(ldm_checkpoint, ldm_config)
-    clf = torchvision_classifier("resnet50", classifier_weights, num_classes=1000, resolution=256,
-                                 cam_layer="layer4")
-    return create_detector("ldm", clf, backend, dists_weights=dists_weights, steps=steps, **overrides)
-
-
-def build_cifar10_detector(diffusion: PathLike, classifier_weights: PathLike, null_label: int | None = None,
-                           steps: int = 25, **overrides: Any) -> DiffGuard:
-    """Table 1 setting (CIFAR-10): a class-conditional pixel UNet with a null class, OpenOOD's ResNet18_32x32, CFG
-    inside the Grad-CAM mask, and the L1 distance between the classifier's logits of the input and of the synthesis
-    (the paper's CIFAR metric). Inputs are (B, 3, 32, 32) in [-1, 1].
-
-    ``diffusion``: DiffNB's checkpoint file in the DDIM repository's layout (loaded with
-    :func:`diffguard.backends.ddim_cifar.load_ddim_cifar`; null label = the class embedding's last row, 10), or a
-    diffusers folder with ``unet/`` and ``scheduler/`` (null label 10 unless given).
-    """
-    from pathlib import Path
-
-    from diffguard.backends.ddim_cifar import load_ddim_cifar
-    from diffguard.backends.pixel import PixelBackend
-    from diffguard.classify.openood import openood_resnet18_32x32
-    from diffguard.presets import create_detector
-
-    if Path(diffusion).is_dir():
-        backend = PixelBackend.from_diffusers(str(diffusion), null_label=10 if null_label is None else null_label)
-    else:
-        backend = load_ddim_cifar(diffusion, null_label=null_label)
-    clf = openood_resnet18_32x32(classifier_weights, num_classes=10)
-    overrides.setdefault("distances", ("logits_l1",))
-    return create_detector("ldm", clf, backend, steps=steps, **overrides)
+    params = dict(params)
+    preset = params.pop("preset", "fmnist6-cfg")
+    all_overrides = [*params.pop("overrides", []), *overrides]
+    return create_detector(preset, classifier, backend, overrides=all_overrides, **{**params, **(options or {})})

@@ -114,6 +114,9 @@ class ClassContextEps:
 def _read_config(config: Mapping | str | os.PathLike | None) -> Mapping[str, Any]:
     if config is None or isinstance(config, Mapping):
         return config or {}
+    if not Path(config).is_file():
+        raise CheckpointError(f"LDM config file {config} not found (give e.g. cin256-v2.yaml, or no config: the "
+                              "architecture is then read from the weights)")
     text = Path(config).read_text()
     if str(config).endswith(".json"):
         return json.loads(text)

@@ -96,6 +96,9 @@ class DdimConfig:
         """From a YAML file such as DiffNB's ``config/ddim_cifar10_cond.yml``."""
         import yaml
 
+        if not Path(path).is_file():
+            raise CheckpointError(f"DDIM config file {path} not found (give DiffNB's config/*.yml, or no config: the "
+                                  "architecture is then read from the weights)")
         with open(path) as fh:
             return cls.from_mapping(yaml.safe_load(fh))
 

@@ -20,24 +20,19 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffguard.backends.folders import alphas_cumprod, load_autoencoder, load_unet
 from diffguard.backends.latent import DiffusersAutoencoder, LatentBackend, UNetEps
-from diffguard.backends.loaders import CheckpointError
+from diffguard.backends.loaders import CheckpointError, ModelFolderError
+from diffguard.errors import ConfigError
 
 
 def _folder(folder: str | os.PathLike[str], parts: tuple[str, ...]) -> Path:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    root = Path(folder)
+    root = Path(folder).expanduser()
     for sub in parts:
         if not (root / sub / "config.json").is_file() and not (root / sub / "scheduler_config.json").is_file():
-            raise FileNotFoundError(f"{root / sub} has no config: expected a diffusers folder with "
-                                    f"{', '.join(p + '/' for p in parts)}")
+            raise ModelFolderError(f"{root / sub} has no config: expected a diffusers folder with "
+                                   f"{', '.join(p + '/' for p in parts)}")
     return root
-
-
-def _alphas_cumprod(root: Path) -> Tensor:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_pretrained(root / "scheduler").alphas_cumprod
 
 
 class DiTEps:
@@ -56,13 +51,19 @@ class DiTEps:
 def load_dit(folder: str | os.PathLike[str]) -> LatentBackend:
     """A DiT diffusers folder (``transformer/``, ``vae/``, ``scheduler/``) as a class-conditional latent backend
     with classifier-free guidance (null class = the number of classes)."""
-    from diffusers import AutoencoderKL, DiTTransformer2DModel
-
     root = _folder(folder, ("transformer", "vae", "scheduler"))
-    transformer = DiTTransformer2DModel.from_pretrained(root / "transformer").float().eval()
+    return dit_backend(root / "transformer", root / "vae", root / "scheduler")
+
+
+def dit_backend(transformer_dir: Path, vae_dir: Path, scheduler_dir: Path) -> LatentBackend:
+    """The DiT backend from its three diffusers folders (a pipeline's subfolders, or given one by one)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from diffusers import DiTTransformer2DModel
+
+    transformer = DiTTransformer2DModel.from_pretrained(transformer_dir).float().eval()
     classes = transformer.config.num_embeds_ada_norm
     if classes is None:
-        raise CheckpointError(f"{root / 'transformer'} is not class-conditional (no num_embeds_ada_norm)")
+        raise CheckpointError(f"{transformer_dir} is not class-conditional (no num_embeds_ada_norm)")
     table = transformer.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.num_embeddings
     if table != classes + 1:
         raise CheckpointError(f"the DiT class table has {table} rows for {classes} classes: it was trained without "
@@ -71,27 +72,30 @@ def load_dit(folder: str | os.PathLike[str]) -> LatentBackend:
     if transformer.config.out_channels not in (latent, 2 * latent):
         raise CheckpointError(f"DiT outputs {transformer.config.out_channels} channels for {latent} latent "
                               "channels; expected eps or eps + learned sigma")
-    vae = AutoencoderKL.from_pretrained(root / "vae").float().eval()
+    vae, scale = load_autoencoder(vae_dir)
     if vae.config.latent_channels != latent:
         raise CheckpointError(f"the VAE has {vae.config.latent_channels} latent channels, DiT expects {latent}")
-    return LatentBackend(DiffusersAutoencoder(vae), DiTEps(transformer, latent), _alphas_cumprod(root), classes,
-                         scale_factor=float(vae.config.scaling_factor))
+    return LatentBackend(DiffusersAutoencoder(vae), DiTEps(transformer, latent), alphas_cumprod(scheduler_dir),
+                         classes, scale_factor=scale)
 
 
 def load_latent_diffusers(folder: str | os.PathLike[str], null_label: int | None = None) -> LatentBackend:
     """A diffusers latent-diffusion folder: ``unet/`` (``UNet2DModel``), ``vqvae/`` (``VQModel``) or ``vae/``
     (``AutoencoderKL``), ``scheduler/``. ``null_label``: the null class of a class-conditional UNet."""
-    from diffusers import AutoencoderKL, UNet2DModel, VQModel
-
-    root = Path(folder)
+    root = Path(folder).expanduser()
     first = "vqvae" if (root / "vqvae" / "config.json").is_file() else "vae"
     root = _folder(root, ("unet", first, "scheduler"))
-    unet = UNet2DModel.from_pretrained(root / "unet").float().eval()
+    return latent_unet_backend(root / "unet", root / first, root / "scheduler", null_label)
+
+
+def latent_unet_backend(unet_dir: Path, ae_dir: Path, scheduler_dir: Path, null_label: int | None = None,
+                        ) -> LatentBackend:
+    """A UNet on the latents of the autoencoder in ``ae_dir`` (``AutoencoderKL`` or ``VQModel``)."""
+    unet = load_unet(unet_dir)
     classes = unet.config.num_class_embeds
     if (null_label is None) != (classes is None) or (null_label is not None and not 0 <= null_label < classes):
-        raise ValueError(f"the UNet has {classes} class embeddings; pass null_label in [0, {classes}) for a "
-                         "class-conditional model and None for an unconditional one")
-    ae = (VQModel if first == "vqvae" else AutoencoderKL).from_pretrained(root / first).float().eval()
-    scale = float(getattr(ae.config, "scaling_factor", 1.0)) if first == "vae" else 1.0
-    return LatentBackend(DiffusersAutoencoder(ae), UNetEps(unet, unet.config.in_channels), _alphas_cumprod(root),
-                         null_label, scale_factor=scale)
+        raise ConfigError(f"the UNet has {classes} class embeddings; pass null_label in [0, {classes}) for a "
+                          "class-conditional model and None for an unconditional one")
+    ae, scale = load_autoencoder(ae_dir)
+    return LatentBackend(DiffusersAutoencoder(ae), UNetEps(unet, unet.config.in_channels),
+                         alphas_cumprod(scheduler_dir), null_label, scale_factor=scale)

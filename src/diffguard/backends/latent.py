@@ -49,6 +49,15 @@ class LatentBackend:
         self.scale_factor = scale_factor
         self.differentiable_decode = differentiable_decode
 
+    def to(self, device: torch.device | str) -> "LatentBackend":
+        """Move every network of the autoencoder and the eps model to ``device`` (tensors they hold, such as a class
+        table, are copied to the input's device on use); returns self."""
+        from diffguard.eval.placement import to_device
+
+        to_device(self.autoencoder, torch.device(device))
+        to_device(self.eps_model, torch.device(device))
+        return self
+
     def encode(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) in [-1, 1] -> latents (B, c, h, w)."""
         return self.autoencoder.encode(x) * self.scale_factor

@@ -31,6 +31,10 @@ class CheckpointError(UserError):
     """A weight file that is missing, unreadable, or does not fit the architecture it is loaded into."""
 
 
+class ModelFolderError(CheckpointError, FileNotFoundError):
+    """A model folder that is missing, incomplete or not recognised (also a ``FileNotFoundError``)."""
+
+
 def read_state_dict(path: str | os.PathLike[str], nested: Iterable[str] = ("state_dict", "model", "module"),
                     ) -> dict[str, Tensor]:
     """Load a flat ``{name: tensor}`` dict from a local file.

@@ -50,27 +50,41 @@ class PixelBackend:
         return cls(m.unet, m.alphas_cumprod, m.null_label, m.channels, **options)
 
     @classmethod
-    def from_diffusers(cls, folder: str, null_label: int | None = None, **options: object) -> "PixelBackend":
-        """Load a plain diffusers folder with ``unet/`` and ``scheduler/`` (no download: HF_HUB_OFFLINE is set).
+    def from_diffusers(cls, folder: str, null_label: int | None = None, scheduler: str | None = None,
+                       **options: object) -> "PixelBackend":
+        """Load a diffusers folder with ``unet/`` and ``scheduler/``, or a bare ``UNet2DModel`` folder
+        (``config.json``) whose scheduler is ``scheduler`` or a sibling ``scheduler/`` (see
+        :mod:`diffguard.backends.folders`; no download: HF_HUB_OFFLINE is set).
 
-        null_label: the null class of a class-conditional UNet (None for an unconditional model). options:
-        autocast, channels_last, compile (see the class).
+        null_label: the null class of a class-conditional UNet (required for one; None for an unconditional model).
+        options: autocast, channels_last, compile (see the class).
         """
-        import os
         from pathlib import Path
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from diffusers import DDPMScheduler, UNet2DModel
+        from diffguard.backends.folders import alphas_cumprod, find_scheduler, load_unet
+        from diffguard.backends.loaders import ModelFolderError
+        from diffguard.errors import ConfigError
 
-        root = Path(folder)
-        for sub in ("unet/config.json", "scheduler/scheduler_config.json"):
-            if not (root / sub).is_file():
-                raise FileNotFoundError(f"{root / sub} not found: expected a diffusers folder with unet/ and scheduler/")
-        unet = UNet2DModel.from_pretrained(root / "unet").eval()
-        if null_label is not None and not (0 <= null_label < (unet.config.num_class_embeds or 0)):
-            raise ValueError(f"null_label {null_label} is outside the UNet's {unet.config.num_class_embeds} classes")
-        acp = DDPMScheduler.from_pretrained(root / "scheduler").alphas_cumprod
+        root = Path(folder).expanduser()
+        unet_dir = root / "unet" if (root / "unet" / "config.json").is_file() else root
+        if not (unet_dir / "config.json").is_file():
+            raise ModelFolderError(f"{root}: no unet/config.json or config.json: expected a diffusers folder with "
+                                   "unet/ and scheduler/, or a bare UNet2DModel folder")
+        acp = alphas_cumprod(find_scheduler(unet_dir, scheduler))
+        unet = load_unet(unet_dir)
+        classes = unet.config.num_class_embeds
+        if null_label is not None and not (0 <= null_label < (classes or 0)):
+            raise ConfigError(f"null_label {null_label} is outside the UNet's {classes} classes")
+        if classes is not None and null_label is None:
+            raise ConfigError(f"{unet_dir}: the UNet is class-conditional ({classes} class embeddings); give its "
+                              f"null_label (the class meaning 'no class', often the last one, {classes - 1})")
         return cls(unet, acp, null_label, unet.config.in_channels, **options)
+
+    def to(self, device: torch.device | str) -> "PixelBackend":
+        """Move the UNet to ``device`` (the schedule stays a float64 CPU tensor, as the diffusion code expects);
+        returns self."""
+        self.unet.to(device)
+        return self
 
     def encode(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) in [-1, 1] -> the same tensor (pixel space), resized to ``resolution`` when set."""

@@ -8,11 +8,60 @@ uses) and ``num_classes``. Gradients flow through ``logits`` (Clean-Grad guidanc
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import difflib
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from diffguard.errors import ConfigError
+
+
+class FeatureTap:
+    """A ``features_fn`` reading the input or the output of one submodule during the classifier's own forward, so
+    that :meth:`ModuleClassifier.logits_and_features` costs one pass.
+
+    Args:
+        module: the submodule (e.g. the final ``nn.Linear``, whose input are the penultimate features).
+        take: "input" (first positional input) or "output"; the captured tensor is flattened to (B, D).
+    """
+
+    def __init__(self, module: nn.Module, take: Literal["input", "output"] = "input"):
+        if take not in ("input", "output"):
+            raise ValueError(f"take must be 'input' or 'output', got {take!r}")
+        self.module, self.take = module, take
+
+    def capture(self, model: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(model(z) (B, K), the tapped tensor (B, D)) from one forward pass of normalised input ``z``."""
+        store: list[Tensor] = []
+        handle = self.module.register_forward_hook(
+            lambda mod, inp, out: store.append(inp[0] if self.take == "input" else out))
+        try:
+            logits = model(z)
+        finally:
+            handle.remove()
+        if len(store) != 1:
+            raise ConfigError(f"the feature module ({type(self.module).__name__}) ran {len(store)} times in one "
+                              "forward; name a module that runs once (features_layer) or pass features_fn")
+        return logits, store[0].flatten(1)
+
+    def __call__(self, model: nn.Module, z: Tensor) -> Tensor:
+        return self.capture(model, z)[1]
+
+
+def check_module_name(model: nn.Module, name: str, what: str) -> nn.Module:
+    """The submodule called ``name`` (a ``model.named_modules()`` key); an unknown name raises
+    :class:`~diffguard.errors.ConfigError` listing the closest names."""
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    top = [n for n, _ in model.named_children()]
+    raise ConfigError(f"{what} {name!r} is not a module of the classifier ({type(model).__name__}); "
+                      + (f"close names: {close}; " if close else "")
+                      + f"top-level modules: {top[:12]} (any dotted named_modules() key works, e.g. 'layer4.1')")
 
 
 class ModuleClassifier(nn.Module):
@@ -25,7 +74,8 @@ class ModuleClassifier(nn.Module):
         mean, std: per-channel normalisation applied to (x + 1) / 2 in [0, 1] (0.5 / 0.5 keeps [-1, 1]).
         resolution: (H, W) the classifier expects; inputs of another size are resized bilinearly (no antialias).
             None keeps the input size.
-        features_fn: model -> penultimate features; default ``model.features`` when it exists.
+        features_fn: (model, normalised input) -> penultimate features (B, D); default ``model.features`` when it
+            exists. A :class:`FeatureTap` gives logits and features from one forward.
         head: module mapping features to logits (default ``model.fc`` when it exists), so that
             ``logits_and_features`` costs one pass.
     """
@@ -34,13 +84,9 @@ class ModuleClassifier(nn.Module):
                  std: Sequence[float] = (0.5,), resolution: tuple[int, int] | None = None,
                  features_fn: Callable[[nn.Module, Tensor], Tensor] | None = None, head: nn.Module | None = None):
         super().__init__()
-        modules = dict(model.named_modules())
-        if cam_layer not in modules:
-            raise ValueError(f"cam_layer {cam_layer!r} is not a submodule of the classifier; "
-                             f"candidates: {[n for n in modules if n][-8:]}")
         self.model = model.eval()
         self.num_classes = num_classes
-        self.cam_layer = modules[cam_layer]
+        self.cam_layer = check_module_name(model, cam_layer, "cam_layer")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.resolution = resolution
@@ -79,7 +125,10 @@ class ModuleClassifier(nn.Module):
         return self._head
 
     def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Both in one pass when a linear head is known: (B, K), (B, D)."""
+        """Both in one pass when the features come from a :class:`FeatureTap` or a linear head is known:
+        (B, K), (B, D)."""
+        if isinstance(self._features_fn, FeatureTap):
+            return self._features_fn.capture(self.model, self.preprocess(x))
         feats = self.features(x)
         if self._head is None:
             return self.logits(x), feats

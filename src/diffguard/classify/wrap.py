@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 from torch import Tensor, nn
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.base import FeatureTap, ModuleClassifier, check_module_name
+from diffguard.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,25 +45,14 @@ def last_linear(model: nn.Module) -> str:
     """Name of the last ``nn.Linear`` (the classification head) in ``model``."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise ValueError("the classifier has no nn.Linear head; pass head=<module name> explicitly")
+        raise ConfigError(f"the classifier ({type(model).__name__}) has no nn.Linear head; name the final layer "
+                          "(head=<module name>) or the features module (features_layer=<module name>)")
     return names[-1]
 
 
-def head_input_features(head: nn.Module):
+def head_input_features(head: nn.Module) -> FeatureTap:
     """A ``features_fn`` returning the input of ``head`` (the penultimate features) from one forward pass."""
-
-    def features(model: nn.Module, z: Tensor) -> Tensor:
-        store: list[Tensor] = []
-        handle = head.register_forward_hook(lambda mod, inp, out: store.append(inp[0]))
-        try:
-            model(z)
-        finally:
-            handle.remove()
-        if len(store) != 1:
-            raise ValueError(f"the head was called {len(store)} times in one forward; pass features_fn explicitly")
-        return store[0].flatten(1)
-
-    return features
+    return FeatureTap(head, "input")
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -79,11 +69,12 @@ def wrap_module(model: nn.Module, weights: str | os.PathLike[str] | Mapping[str,
                 num_classes: int, resolution: tuple[int, int] | None, mean: Sequence[float] | None,
                 std: Sequence[float] | None, default_stats: tuple[Sequence[float], Sequence[float]],
                 cam_layer: str | None = None, head: str | None = None, what: str = "classifier",
-                ) -> ModuleClassifier:
+                features_layer: str | None = None) -> ModuleClassifier:
     """Load ``weights`` (strict) into ``model`` and wrap it as a :class:`ModuleClassifier`.
 
     mean / std: explicit normalisation; else the statistics stored with the weights (``normalize.*``); else
     ``default_stats``. ``head``: the linear head's module name (default the last ``nn.Linear``).
+    ``features_layer``: a module whose output (flattened) are the features (default: the head's input).
     """
     stored_mean = stored_std = None
     if weights is not None:
@@ -93,10 +84,15 @@ def wrap_module(model: nn.Module, weights: str | os.PathLike[str] | Mapping[str,
     model = model.float().eval()
     mean = mean or stored_mean or default_stats[0]
     std = std or stored_std or default_stats[1]
-    head_name = head or last_linear(model)
-    head_mod = dict(model.named_modules())[head_name]
+    if features_layer is None:
+        head_mod = check_module_name(model, head or last_linear(model), "head")
+        tap = head_input_features(head_mod)
+    else:
+        tap = FeatureTap(check_module_name(model, features_layer, "features_layer"), "output")
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head_mod = check_module_name(model, head, "head") if head else (linears[-1] if linears else None)
     return ModuleClassifier(model, num_classes, cam_layer or default_cam_layer(model), mean=mean, std=std,
-                            resolution=resolution, features_fn=head_input_features(head_mod), head=head_mod)
+                            resolution=resolution, features_fn=tap, head=head_mod)
 
 
 def check_num_classes(model: nn.Module, head: str | None, expected: int | None) -> int:

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from diffguard.errors import ConfigError
 from diffguard.specs.methods import MethodConfig
@@ -62,6 +62,7 @@ class RunConfig:
         ablation: the name of the setting the methods vary (an ablation study); adds ``ablation.md`` and
             ``ablation.png`` (AUROC per variant) to the outputs.
         device: "auto" (``cuda:<local rank>`` when CUDA is available, else CPU), "cpu", "cuda", "cuda:N".
+        about: a description for people (the paper configs: source, files, input, cost); not used by the run.
     """
 
     benchmark: str | dict[str, Any] = "fmnist6"
@@ -81,6 +82,7 @@ class RunConfig:
     gallery: int = 6
     ablation: str | None = None
     device: str = "auto"
+    about: dict[str, Any] = field(default_factory=dict)
 
     def plan_key(self) -> dict[str, Any]:
         """The settings that define the work units; a results file is only resumed under the same ones."""
@@ -114,8 +116,10 @@ def builtin_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def read_config_file(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a built-in config name (e.g. ``fmnist6``) or a YAML path into a dict."""
+def read_config_file(name_or_path: str | os.PathLike[str], variables: Mapping[str, str] | None = None,
+                     ) -> dict[str, Any]:
+    """Parse a built-in config name (e.g. ``fmnist6``) or a YAML path into a dict; ``${NAME}`` takes
+    ``variables[NAME]``, else the environment variable."""
     import yaml
 
     path = Path(name_or_path)
@@ -135,7 +139,7 @@ def read_config_file(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
     missing: list[str] = []
-    data = _expand(data, missing)
+    data = _expand(data, missing, {**os.environ, **(variables or {})})
     if missing:
         raise ConfigError(f"config {path.name} needs the environment variable(s) {sorted(set(missing))} "
                          "(paths to local files, see the comments in the config); set them and rerun")
@@ -158,16 +162,16 @@ def _anchor_benchmark(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     return data
 
 
-def _expand(value: Any, missing: list[str]) -> Any:
-    """Replace ``${NAME}`` in every string with the environment variable; record unset names."""
+def _expand(value: Any, missing: list[str], env: Mapping[str, str]) -> Any:
+    """Replace ``${NAME}`` in every string with ``env[NAME]``; record unset names."""
     if isinstance(value, dict):
-        return {k: _expand(v, missing) for k, v in value.items()}
+        return {k: _expand(v, missing, env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, missing) for v in value]
+        return [_expand(v, missing, env) for v in value]
     if isinstance(value, str):
         for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value):
-            if name in os.environ:
-                value = value.replace("${" + name + "}", os.environ[name])
+            if name in env:
+                value = value.replace("${" + name + "}", str(env[name]))
             else:
                 missing.append(name)
     return value
