@@ -70,3 +70,41 @@ def test_refuses_bad_input():
         f.fuse([0.0, 1.0], [0.0])
     with pytest.raises(ValueError, match="NaN"):
         f.fuse([0.0], [np.nan])
+
+
+# ----- WeightedSumFusion: robust z-scores on ID-val, weighted sum -----
+
+from diffguard.detectors.fusion import WeightedSumFusion, create_fusion  # noqa: E402
+
+
+def test_weighted_sum_is_the_documented_formula():
+    # baseline ID-val 0..10: median 5, IQR 7.5 - 2.5 = 5; DiffGuard ID-val 0..4: median 2, IQR 3 - 1 = 2.
+    f = WeightedSumFusion(0.25).fit(B_VAL, D_VAL)
+    rep = f.report()
+    assert (rep["baseline_median"], rep["baseline_scale"]) == (5.0, 5.0)
+    assert (rep["diffguard_median"], rep["diffguard_scale"]) == (2.0, 2.0) and rep["weight"] == 0.25
+    # b = 10 -> z_b = 1; d = 6 -> z_d = 2: 0.75 * 1 + 0.25 * 2 = 1.25
+    assert f.fuse([10.0, 5.0], torch.tensor([6.0, 2.0])).tolist() == [1.25, 0.0]
+
+
+def test_weighted_sum_limits_give_each_ranking_and_zero_spread_falls_back():
+    rng = np.random.default_rng(3)
+    b, d = rng.normal(size=40), rng.normal(size=40)
+    val_b, val_d = rng.normal(size=20), rng.normal(size=20)
+    assert np.array_equal(np.argsort(WeightedSumFusion(0.0).fit(val_b, val_d).fuse(b, d)), np.argsort(b))
+    assert np.array_equal(np.argsort(WeightedSumFusion(1.0).fit(val_b, val_d).fuse(b, d)), np.argsort(d))
+    flat = WeightedSumFusion(0.5).fit(np.ones(5), np.ones(5)).report()
+    assert flat["baseline_scale"] == 1.0 and flat["diffguard_scale"] == 1.0
+
+
+def test_weighted_sum_refuses_bad_input_and_rules_by_name():
+    with pytest.raises(ValueError, match="weight"):
+        WeightedSumFusion(1.5)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        WeightedSumFusion().fuse([0.0], [0.0])
+    with pytest.raises(ValueError, match="same samples"):
+        WeightedSumFusion().fit(B_VAL, D_VAL).fuse([0.0, 1.0], [0.0])
+    assert isinstance(create_fusion("band", low_q=0.2, high_q=0.9), BandFusion)
+    assert create_fusion("weighted", weight=0.3).weight == 0.3
+    with pytest.raises(KeyError, match="did you mean|Did you mean"):
+        create_fusion("weigthed")

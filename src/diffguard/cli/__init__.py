@@ -12,7 +12,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("benchmark", "score", "report", "seeds", "train", "models")
+COMMANDS = ("benchmark", "score", "report", "seeds", "train", "models", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,13 @@ the hard cases; it gives no formula. This rule is **the project's own**:
 
 Special cases: low_q = 0 and high_q = 1 give DiffGuard's ranking; low_q = high_q gives the baseline's ranking
 (samples exactly at the single threshold are ordered among themselves by DiffGuard).
+
+A score-level rule sits beside it, :class:`WeightedSumFusion` (also the project's own): fused =
+(1 - w) z_b + w z_d with z = (s - median) / IQR of each method's ID-validation scores (the same robust
+standardisation). w = 0 gives the baseline's ranking, w = 1 DiffGuard's. Which rule, and its quantiles or weight,
+is chosen on validation data by ``diffguard tune CONFIG --fusion DIFFGUARD+BASELINE``. Both rules share one
+interface (``fit(baseline_val, diffguard_val)`` on ID-val scores only, ``fuse(baseline, diffguard)``, ``report()``)
+and are registered by name in :data:`FUSION_RULES` (``band``, ``weighted``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from diffguard.registry import Registry
 
 _U_MAX = 1.0 - 1e-12
 
@@ -111,3 +120,69 @@ class BandFusion:
         if not self._state:
             raise RuntimeError("BandFusion is not fitted: call fit(baseline_val, diffguard_val) on ID-val scores")
         return self._state
+
+
+def robust_standardise(x: Any) -> tuple[float, float]:
+    """(median, scale) of 1-D scores: the inter-quartile range, falling back to the standard deviation, then to 1
+    when the spread is 0 (the standardisation both fusion rules use)."""
+    return _robust_scale(_array(x, "scores"))
+
+
+@dataclass
+class WeightedSumFusion:
+    """Weighted sum of robust z-scores of a baseline and DiffGuard (both OOD scores, higher = more OOD).
+
+    fused = (1 - weight) (b - median_b) / IQR_b + weight (d - median_d) / IQR_d, with median and IQR of each
+    method's ID-validation scores (IQR -> std -> 1 when the spread is 0). weight = 0 ranks as the baseline,
+    weight = 1 as DiffGuard; the fused score is affine in each input, so ties and order within one method are kept.
+
+    Args:
+        weight: DiffGuard's share w, 0 <= w <= 1.
+    """
+
+    weight: float = 0.5
+    _state: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"need 0 <= weight <= 1, got weight={self.weight}")
+
+    def fit(self, baseline_val: Any, diffguard_val: Any) -> WeightedSumFusion:
+        """baseline_val (M,), diffguard_val (M',): scores of ID-validation samples only."""
+        b = _array(baseline_val, "baseline_val")
+        d = _array(diffguard_val, "diffguard_val")
+        b_med, b_scale = _robust_scale(b)
+        d_med, d_scale = _robust_scale(d)
+        self._state = {"baseline_median": b_med, "baseline_scale": b_scale, "diffguard_median": d_med,
+                       "diffguard_scale": d_scale, "n_val_baseline": b.size, "n_val_diffguard": d.size}
+        return self
+
+    def fuse(self, baseline: Any, diffguard: Any) -> np.ndarray:
+        """baseline (N,), diffguard (N,) scores of the same samples -> (N,) float64 fused OOD score."""
+        st = self._fitted()
+        b, d = _array(baseline, "baseline"), _array(diffguard, "diffguard")
+        if b.shape != d.shape:
+            raise ValueError(f"baseline {b.shape} and diffguard {d.shape} must score the same samples")
+        z_b = (b - st["baseline_median"]) / st["baseline_scale"]
+        z_d = (d - st["diffguard_median"]) / st["diffguard_scale"]
+        return (1.0 - self.weight) * z_b + self.weight * z_d
+
+    def report(self) -> dict[str, Any]:
+        """Weight and standardisation parameters, for the results table."""
+        return {"rule": "weighted sum of robust z-scores (project's own)", "weight": self.weight, **self._fitted()}
+
+    def _fitted(self) -> dict[str, float]:
+        if not self._state:
+            raise RuntimeError("WeightedSumFusion is not fitted: call fit(baseline_val, diffguard_val) on ID-val "
+                               "scores")
+        return self._state
+
+
+FUSION_RULES: Registry[Any] = Registry("fusion rule")
+FUSION_RULES.register("band")(BandFusion)
+FUSION_RULES.register("weighted")(WeightedSumFusion)
+
+
+def create_fusion(rule: str, **params: Any) -> BandFusion | WeightedSumFusion:
+    """A fusion rule by name (``band``: ``low_q``, ``high_q``; ``weighted``: ``weight``)."""
+    return FUSION_RULES.create(rule, **params)

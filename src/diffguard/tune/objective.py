@@ -1,0 +1,81 @@
+"""The stated tuning objective, computed from validation scores only (OOD scores: higher = more OOD).
+
+    objective = mean over the OOD-validation sets S of AUROC(ID-val, S) - penalty * max(0, csid_flag_rate - 0.05)
+
+``csid_flag_rate`` is the share of covariate-shifted ID validation images (csid sets named ``val*``) whose score is
+above the threshold that keeps 95 % of ID-val (its 95th percentile, as ``thresholds.json`` of a benchmark run):
+the false alarms a detector raises on ID images that only look different. ID-val itself is flagged at 5 % by
+construction (the clean rate), so only false alarms above that rate cost anything. Without a csid set the penalty is
+0. Higher is better; ties are broken by the lower mean FPR@95 (OpenOOD v1.5, OOD positive), then the lower cost.
+Both FPR@95 conventions are recorded per trial (:mod:`diffguard.eval.metrics`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from diffguard.eval.metrics import auroc, fpr_at_95_id, fpr_at_95_ood
+
+TPR = 0.95
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One trial's validation metrics (fractions). ``auroc`` and the FPRs are per OOD-validation set."""
+
+    objective: float
+    mean_auroc: float
+    csid_flag_rate: float | None
+    fpr95_ood: float
+    fpr95_id: float
+    auroc: dict[str, float]
+    fpr95_ood_per_set: dict[str, float]
+    fpr95_id_per_set: dict[str, float]
+    threshold: float
+
+    def attrs(self) -> dict[str, Any]:
+        """JSON-able form (what a trial records)."""
+        return asdict(self)
+
+    def sort_key(self, cost: float = 0.0) -> tuple[float, float, float]:
+        """Ascending key: best objective first, then lower FPR@95 (v1.5), then lower cost."""
+        return (-self.objective, self.fpr95_ood, cost)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The objective (see the module docstring).
+
+    Args:
+        penalty: weight of csid false alarms above the clean rate.
+        clean_rate: the share of ID-val flagged by construction (1 - TPR).
+    """
+
+    penalty: float = 1.0
+    clean_rate: float = 1.0 - TPR
+
+    def statement(self) -> str:
+        return (f"objective = mean over OOD-val sets of AUROC(ID-val vs set) - {self.penalty:g} * max(0, "
+                f"csid_flag_rate - {self.clean_rate:g}); csid_flag_rate = share of csid-val images scoring above "
+                f"the 95th percentile of ID-val (the 95 %-ID-TPR threshold); higher is better; ties: lower mean "
+                f"FPR@95 (OpenOOD v1.5, OOD-pos), then lower s/image. Reported beside it: FPR@95 in both "
+                f"conventions (v1.5 OOD-pos, paper ID-pos).")
+
+    def evaluate(self, val: Any, val_ood: Mapping[str, Any], csid: Mapping[str, Any] | None = None) -> Evaluation:
+        """val (N,): ID-val scores; val_ood: OOD-val set name -> (M,) scores; csid: csid-val set -> (K,) scores."""
+        val = np.asarray(val, dtype=np.float64)
+        if not val_ood:
+            raise ValueError("the objective needs at least one OOD-validation set")
+        aucs = {n: auroc(val, s) for n, s in val_ood.items()}
+        f_ood = {n: fpr_at_95_ood(val, s) for n, s in val_ood.items()}
+        f_id = {n: fpr_at_95_id(val, s) for n, s in val_ood.items()}
+        threshold = float(np.quantile(val, TPR))
+        shifted = [np.asarray(s, dtype=np.float64) for s in (csid or {}).values() if len(s)]
+        rate = float(np.mean(np.concatenate(shifted) > threshold)) if shifted else None
+        mean_auc = float(np.mean(list(aucs.values())))
+        penalty = self.penalty * max(0.0, rate - self.clean_rate) if rate is not None else 0.0
+        return Evaluation(mean_auc - penalty, mean_auc, rate, float(np.mean(list(f_ood.values()))),
+                          float(np.mean(list(f_id.values()))), aucs, f_ood, f_id, threshold)
