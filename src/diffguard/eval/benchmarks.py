@@ -99,10 +99,10 @@ class BenchmarkSpec:
 def _fmnist6() -> BenchmarkSpec:
     from diffguard.data import fmnist6 as f
 
-    roles = {"train": "train", "val": "val", "test": "id", "near-fmnist": "near"}
-    sets = tuple(SetSpec(n, roles.get(n, "far")) for n in f.SET_NAMES)  # type: ignore[arg-type]
+    sets = tuple(SetSpec(n, f.ROLES[n]) for n in f.SET_NAMES)
     return BenchmarkSpec("fmnist6", f.NUM_CLASSES, f.RESOLUTION, 1, sets, source="fmnist6",
-                         notes="embedded: Fashion-MNIST classes 0-5 known, 6-9 near-OOD; digits and noise far-OOD")
+                         notes="embedded: Fashion-MNIST classes 0-5 known, 6-9 near-OOD; digits and noise far-OOD; "
+                               "OOD validation val-ood / val-far; covariate-shifted ID val-csid / test-csid")
 
 
 def _imglist_sets(folder: str, images: str, entries: list[tuple[str, Role, str]]) -> tuple[SetSpec, ...]:

@@ -1,8 +1,17 @@
 """Turn a results store into metrics and outputs: per-set metrics, near / far means, "DiffGuard + X" fusion,
 score thresholds, and the results folder (scores.csv, metrics.{csv,json,md}, figures, galleries, report.html).
 
-Conventions: OOD is the positive class and every score is an OOD score (higher = more OOD). Each OOD set is
-compared with the ID test set; group rows ("near", "far", "all") are unweighted means over the sets of the group.
+Conventions: OOD is the positive class and every score is an OOD score (higher = more OOD). Each OOD test set
+(roles ``near``, ``far``) is compared with the ID test set; group rows ("near", "far", "all") are unweighted means
+over the sets of the group. Validation and covariate-shift sets never enter those rows nor the ID-test metrics:
+
+* OOD validation (role ``val_ood``): each set is compared with ID-val (group ``val_ood``, one row per set and their
+  unweighted mean, row ``val_ood``); these are the numbers tuning may optimise;
+* covariate-shifted ID (role ``csid``): known classes that a detector should not flag. Each csid set's row holds
+  ``csid flagged``, the share of its images scoring above the method's threshold (the 95th percentile of its ID-val
+  scores, kept in thresholds.json; ID-val itself is flagged at 5 %, the clean rate), and ``ACC``, the classifier's
+  accuracy on the set. The summary shows the mean over test csid sets and over validation (``val*``) csid sets.
+
 A method missing scores for some planned rows is reported as incomplete and left out of the tables.
 """
 
@@ -16,8 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from diffguard.eval.rows import is_validation
 from diffguard.eval.runner import Runner
 from diffguard.eval.store import ResultStore
+
+TPR = 0.95  # thresholds keep this share of ID-val
+CSID_FLAGGED = "csid flagged"
 
 
 @dataclass
@@ -29,13 +42,33 @@ class Evaluation:
     complete: list[str]
     incomplete: dict[str, int]
     fusion: list[dict[str, Any]]
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]  # row key (method or fusion) -> score threshold keeping 95 % of ID-val
     cost: dict[str, float] = dataclasses.field(default_factory=dict)  # row key -> compute seconds per image
 
 
+def role_sets(runner: Runner, *roles: str) -> list[str]:
+    """The run's scored sets with one of ``roles``, in benchmark order."""
+    return [n for n in runner.eval_sets() if runner.spec.get(n).role in roles]
+
+
 def test_sets(runner: Runner) -> list[str]:
-    """The ID test set and the OOD sets (not train / val), in benchmark order."""
-    return [n for n in runner.eval_sets() if runner.spec.get(n).role in ("id", "near", "far")]
+    """The ID test set and the OOD test sets (roles id, near, far; not train / val / val_ood / csid)."""
+    return role_sets(runner, "id", "near", "far")
+
+
+def planned_scores(runner: Runner, store: ResultStore, method: str, name: str) -> np.ndarray:
+    """(N,) a method's scores of the planned rows of set ``name``, in plan order; NaN where missing."""
+    return store.scores(method, name, runner.sources[name].ids[runner.plan[name]].numpy())
+
+
+def threshold_at_tpr(val_scores: np.ndarray) -> float:
+    """The score threshold keeping :data:`TPR` of ID-val: its 95th percentile (a score above it is flagged)."""
+    return float(np.quantile(val_scores, TPR))
+
+
+def flag_rate(scores: np.ndarray, threshold: float) -> float:
+    """Share of ``scores`` strictly above ``threshold`` (flagged as OOD), a fraction in [0, 1]."""
+    return float(np.mean(np.asarray(scores) > threshold))
 
 
 def ood_groups(runner: Runner) -> dict[str, list[str]]:
@@ -84,8 +117,38 @@ def _metric_rows(method: str, title: str, id_scores: np.ndarray, ood: dict[str, 
     return rows
 
 
+def _shift_rows(key: str, title: str, val: np.ndarray, scores: dict[str, np.ndarray], roles: dict[str, str],
+                csid_acc: dict[str, float], threshold: float) -> list[dict]:
+    """OOD-validation rows (ID-val against each ``val_ood`` set, then their mean, row ``val_ood``) and one row per
+    csid set (its share flagged at ``threshold`` and the classifier's accuracy on it). ``scores``: set -> (N,)."""
+    from diffguard.eval.metrics import compute_metrics, summarize
+
+    head = {"method": title, "key": key}
+    ood = [n for n in scores if roles[n] == "val_ood"]
+    rows = []
+    if ood:
+        summary = summarize({n: compute_metrics(val, scores[n]) for n in ood}, {"val_ood": ood})
+        summary.pop("all")  # summarize's own mean over every set given: here the same as the val_ood row
+        rows += [{**head, "set": n, "group": "val_ood", **m} for n, m in summary.items()]
+    rows += [{**head, "set": n, "group": "csid", CSID_FLAGGED: flag_rate(scores[n], threshold), "ACC": csid_acc[n]}
+             for n in scores if roles[n] == "csid"]
+    return rows
+
+
+def _csid_accuracy(store: ResultStore, names: list[str]) -> dict[str, float]:
+    """The classifier's accuracy on each csid set (its planned rows, from the stored classifier pass)."""
+    from diffguard.eval.metrics import accuracy
+
+    out = {}
+    for n in names:
+        _, labels, preds = store.samples(n)
+        out[n] = accuracy(labels, preds)
+    return out
+
+
 def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
-    """Metrics for every complete method, every fusion of the config, and 95 %-TPR thresholds from ID-val."""
+    """Metrics for every complete method and every fusion of the config: OOD test sets against ID-test,
+    OOD-validation sets against ID-val, csid sets flagged at the 95 %-TPR thresholds from ID-val."""
     from diffguard.detectors.fusion import BandFusion
     from diffguard.eval.metrics import accuracy
 
@@ -93,23 +156,27 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     table = score_table(runner, store, names)
     test = runner.spec.test_set
     val = runner.spec.by_role("val")[0].name
-    val_ids = runner.sources[val].ids[runner.plan[val]].numpy()
-    val_scores = {m: store.scores(m, val, val_ids) for m in names}
+    val_scores = {m: planned_scores(runner, store, m, val) for m in names}
+    shift = role_sets(runner, "val_ood", "csid")  # validation OOD and covariate-shifted ID sets
+    roles = {n: runner.spec.get(n).role for n in shift}
+    shifted = {m: {n: planned_scores(runner, store, m, n) for n in shift} for m in names}
     groups = ood_groups(runner)
     ood_sets = groups["all"]
     is_test = table.set_names == test
     acc = accuracy(table.labels[is_test], table.predictions[is_test])
+    csid_acc = _csid_accuracy(store, [n for n in shift if roles[n] == "csid"])
     sel = {n: table.set_names == n for n in [test, *ood_sets]}
-    missing = {m: int(np.isnan(table.scores[m]).sum() + np.isnan(val_scores[m]).sum()) for m in names}
+    missing = {m: int(np.isnan(table.scores[m]).sum() + np.isnan(val_scores[m]).sum()
+                      + sum(int(np.isnan(v).sum()) for v in shifted[m].values())) for m in names}
     incomplete = {m: n for m, n in missing.items() if n}
     complete = [m for m in names if m not in incomplete]
     rows, thresholds = [], {}
     cost = {m: store.seconds_per_image(m) for m in complete}
     for m in complete:
-        s = table.scores[m]
-        rows += _metric_rows(m, runner.cfg.method(m).title, s[sel[test]], {n: s[sel[n]] for n in ood_sets},
-                             groups, acc)
-        thresholds[m] = float(np.quantile(val_scores[m], 0.95))
+        s, title = table.scores[m], runner.cfg.method(m).title
+        thresholds[m] = threshold_at_tpr(val_scores[m])
+        rows += _metric_rows(m, title, s[sel[test]], {n: s[sel[n]] for n in ood_sets}, groups, acc)
+        rows += _shift_rows(m, title, val_scores[m], shifted[m], roles, csid_acc, thresholds[m])
     fusion_info = []
     for f in runner.cfg.fusion:
         if f.baseline not in complete or f.diffguard not in complete:
@@ -117,12 +184,16 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         b, d = table.scores[f.baseline], table.scores[f.diffguard]
         fuse = BandFusion(f.low_q, f.high_q).fit(val_scores[f.baseline], val_scores[f.diffguard])
         title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
+        key = f"{f.diffguard}+{f.baseline}"
         fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
-        info = {"fusion": title, **fuse.report()}
-        fusion_info.append(info)
-        cost[f"{f.diffguard}+{f.baseline}"] = cost[f.diffguard] + cost[f.baseline]
-        rows += _metric_rows(f"{f.diffguard}+{f.baseline}", title, fused[test], {n: fused[n] for n in ood_sets},
-                             groups, acc, {"fusion": f"q=({f.low_q}, {f.high_q})"})
+        fused_val = fuse.fuse(val_scores[f.baseline], val_scores[f.diffguard])
+        fused_shift = {n: fuse.fuse(shifted[f.baseline][n], shifted[f.diffguard][n]) for n in shift}
+        fusion_info.append({"fusion": title, **fuse.report()})
+        cost[key] = cost[f.diffguard] + cost[f.baseline]
+        thresholds[key] = threshold_at_tpr(fused_val)
+        rows += _metric_rows(key, title, fused[test], {n: fused[n] for n in ood_sets}, groups, acc,
+                             {"fusion": f"q=({f.low_q}, {f.high_q})"})
+        rows += _shift_rows(key, title, fused_val, fused_shift, roles, csid_acc, thresholds[key])
     return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost)
 
 
@@ -157,7 +228,7 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
     out = runner.out
     ev.table.to_csv(out / "scores.csv")
     write_metric_tables(ev.rows, out)
-    (out / "thresholds.json").write_text(json.dumps({"tpr": 0.95, "split": "val", "thresholds": ev.thresholds,
+    (out / "thresholds.json").write_text(json.dumps({"tpr": TPR, "split": "val", "thresholds": ev.thresholds,
                                                      "fusion": ev.fusion}, indent=2))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     if runner.cfg.ablation:
@@ -190,8 +261,9 @@ def report_meta(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
-    """One row per method (fusions included): AUROC per group, both FPR@95 over all OOD sets, and the method's
-    own compute seconds per image (the shared classifier pass excluded; a fusion counts both of its methods)."""
+    """One row per method (fusions included): AUROC per group, both FPR@95 over all OOD sets, AUROC of ID-val
+    against OOD-val, the share of csid images flagged (test and validation csid sets), and the method's own compute
+    seconds per image (the shared classifier pass excluded; a fusion counts both of its methods)."""
     rows, seen = [], []
     for r in ev.rows:
         if r["key"] not in seen:
@@ -204,14 +276,22 @@ def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
 
 def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]],
                seconds: float | None = None) -> dict[str, Any]:
-    """AUROC of each group row present in ``got`` (set -> metric row), both FPR@95 of the "all" row and, when
-    given, the compute seconds per image."""
+    """AUROC of each group row present in ``got`` (set -> metric row), both FPR@95 of the "all" row, the AUROC of
+    the "val_ood" row, the mean share flagged of the test and of the validation csid sets (those present) and,
+    when given, the compute seconds per image."""
     row: dict[str, Any] = {label_key: label}
     for g in ("near", "far", "all"):
         if g in got:
             row[f"AUROC {g}"] = got[g]["AUROC"]
     for c in ABLATION_COLUMNS[1:]:
         row[f"{c} all"] = got["all"][c]
+    if "val_ood" in got:
+        row["AUROC val_ood"] = got["val_ood"]["AUROC"]
+    csid = [n for n, r in got.items() if r.get("group") == "csid"]
+    for split, names in (("test", [n for n in csid if not is_validation("csid", n)]),
+                         ("val", [n for n in csid if is_validation("csid", n)])):
+        if names:
+            row[f"{CSID_FLAGGED} ({split})"] = float(np.mean([got[n][CSID_FLAGGED] for n in names]))
     if seconds is not None:
         row["s / image"] = seconds
     return row

@@ -26,12 +26,20 @@ def select_rows(n: int, limit: int | None, seed: int, set_name: str) -> np.ndarr
     return np.sort(rng.choice(n, size=limit, replace=False))
 
 
+def is_validation(role: str, name: str) -> bool:
+    """Whether a set is validation data: roles ``val`` and ``val_ood``, and ``csid`` sets named ``val*`` (fmnist6's
+    ``val-csid``; other csid sets, like OpenOOD v1.5's, are test data). The tuner uses the same rule."""
+    return role in ("val", "val_ood") or (role == "csid" and name.startswith("val"))
+
+
 def row_plan(spec: BenchmarkSpec, sources: dict[str, ImageSource], cfg: RunConfig) -> dict[str, np.ndarray]:
-    """Rows per set: ``train_limit`` of train (fits), ``val_limit`` of val, ``limit`` of the test and OOD sets."""
+    """Rows per set: ``train_limit`` of train (fits), ``val_limit`` of each validation set (ID-val, OOD-val and a
+    ``val*`` csid set, see :func:`is_validation`), ``limit`` of the test sets (ID, csid, near and far OOD)."""
     plan = {}
     for name, src in sources.items():
         role = spec.get(name).role
-        limit = cfg.train_limit if role == "train" else cfg.val_limit if role == "val" else cfg.limit
+        limit = (cfg.train_limit if role == "train" else cfg.val_limit if is_validation(role, name)
+                 else cfg.limit)
         plan[name] = select_rows(len(src), limit, cfg.limit_seed, name)
     return plan
 

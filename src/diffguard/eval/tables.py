@@ -23,8 +23,9 @@ from diffguard.eval._files import atomic_write_text
 ROLES = ("id", "near", "far")
 SCORE_PREFIX = "score:"
 _FIXED_COLUMNS = ("set", "role", "id", "label", "prediction")
-# Metric column prefixes (case-insensitive) and whether higher is better.
-_METRIC_DIRECTIONS = (("AUROC", "↑"), ("AUPR", "↑"), ("ACC", "↑"), ("FPR", "↓"))
+# Metric column prefixes (case-insensitive) and whether higher is better ("csid flagged": the share of
+# covariate-shifted ID images a method flags as OOD, see diffguard.eval.evaluate).
+_METRIC_DIRECTIONS = (("AUROC", "↑"), ("AUPR", "↑"), ("ACC", "↑"), ("FPR", "↓"), ("CSID FLAGGED", "↓"))
 
 
 def _int_array(name: str, value: Any, n: int | None) -> np.ndarray:
@@ -148,7 +149,8 @@ class ScoreTable:
 
 
 def metric_direction(column: str) -> str | None:
-    """``"↑"`` for AUROC / AUPR* / ACC columns, ``"↓"`` for FPR* columns, ``None`` for any other column."""
+    """``"↑"`` for AUROC / AUPR* / ACC columns, ``"↓"`` for FPR* and csid-flagged columns, ``None`` for any other
+    column."""
     upper = column.upper()
     for prefix, arrow in _METRIC_DIRECTIONS:
         if upper.startswith(prefix):
