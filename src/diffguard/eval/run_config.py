@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diffguard.errors import ConfigError
+from diffguard.eval.yaml_files import read_mapping
 from diffguard.specs.methods import MethodConfig
 
 
@@ -120,8 +121,6 @@ def read_config_file(name_or_path: str | os.PathLike[str], variables: Mapping[st
                      ) -> dict[str, Any]:
     """Parse a built-in config name (e.g. ``fmnist6``) or a YAML path into a dict; ``${NAME}`` takes
     ``variables[NAME]``, else the environment variable."""
-    import yaml
-
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -132,12 +131,7 @@ def read_config_file(name_or_path: str | os.PathLike[str], variables: Mapping[st
                              f"{', '.join(builtin_configs())}; or pass a path to a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    data = read_mapping(path, "config file", "of settings")
     missing: list[str] = []
     data = _expand(data, missing, {**os.environ, **(variables or {})})
     if missing:

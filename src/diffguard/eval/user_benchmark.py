@@ -134,19 +134,13 @@ def benchmark_from_dict(data: Mapping[str, Any], base: str | os.PathLike[str] | 
 
 def read_definition(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping in a YAML file (ConfigError when missing, invalid or not a mapping)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"benchmark file {path} does not exist; give a registered benchmark "
                           f"({', '.join(BENCHMARKS.list())}) or the path to a benchmark definition (YAML)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"benchmark file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"benchmark file {path} must hold a mapping (name, classes, size, channels, sets)")
-    return data
+    from diffguard.eval.yaml_files import read_mapping
+
+    return read_mapping(path, "benchmark file", "name, classes, size, channels, sets")
 
 
 def load_benchmark_file(path: str | os.PathLike[str]) -> BenchmarkSpec:
