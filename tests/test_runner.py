@@ -93,9 +93,9 @@ def test_kill_9_twice_then_resume_gives_identical_results(tmp_path: Path, tiny_m
     cfg["methods"][2]["overrides"] = ["inversion.steps=20", "inversion.cap=16"]
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    total = 2 + 4 * 5  # val: 4 rows / 2; test and four OOD sets: 8 rows / 2
+    total = 2 * 4 + 4 * 6  # val, val-ood, val-far, val-csid: 4 rows / 2; test, test-csid, four OOD sets: 8 / 2
     db = tmp_path / "a" / "results.sqlite"
-    for at in (2, 9):  # two kills at different moments: early in the DiffGuard pass, then past half of it
+    for at in (2, 17):  # two kills at different moments: early in the DiffGuard pass, then past half of it
         proc = _run_cli(cfg_file, tmp_path / "a", fake_fmnist_root)
         deadline = time.time() + 300  # generous: a loaded machine (CI beside other jobs) runs it slowly
         while _done(db, "dg") < at and time.time() < deadline and proc.poll() is None:
@@ -115,7 +115,7 @@ def test_kill_9_twice_then_resume_gives_identical_results(tmp_path: Path, tiny_m
         rows = con.execute("SELECT set_name, COUNT(*) FROM scores WHERE method = 'dg' AND key = 'score' "
                            "GROUP BY set_name").fetchall()
     assert dict(rows) == {"val": 4, "test": 8, "near-fmnist": 8, "far-digits": 8, "far-gaussian": 8,
-                          "far-uniform": 8}
+                          "far-uniform": 8, "val-ood": 4, "val-far": 4, "val-csid": 4, "test-csid": 8}
 
 
 def test_changed_method_config_is_refused(tmp_path: Path, tiny_models: tuple[Path, Path],
