@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffguard.detectors.base import DETECTORS, DetectorBase, Needs, Scored
+from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.diffusion.inversion import Inversion
 from diffguard.distances import create_distance
@@ -70,7 +71,8 @@ class DiffGuard(DetectorBase):
         classifier: adapter with ``logits(x)`` on [-1, 1] images, ``cam_layer`` and ``num_classes``.
         backend: pixel or latent backend (``encode``, ``decode``, ``eps(z, t, y)``, ``alphas_cumprod``, ``null_label``).
         guidance: :class:`ClassifierGuidance` (Clean Grad) or :class:`CFGGuidance` (CFG, with DSG mask when
-            ``cam_cut`` is set).
+            ``cam_cut`` is set). Its ``row_chunk`` also applies to the label prediction and the inversion: the
+            networks then see fixed-size row chunks, so a score does not depend on the batch-mates.
         inversion: grid, early stop and start convention (:class:`Inversion`).
         reference: "input" or "unguided" (an unguided reconstruction from the same latent).
         distances: names from ``diffguard.distances`` to compute; ``score_distance`` names the one used as the
@@ -171,7 +173,7 @@ class DiffGuard(DetectorBase):
         check_images(x)
         gen = generator or torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
-            logits = self.classifier.logits(x)
+            logits = fixed_chunks(self.classifier.logits, self.guidance.row_chunk)(x)
         y = self.choose_labels(logits, labels, y_true, gen)
         z, stop = self._invert(x)
         start = (stop + self.inversion.start_offset).clamp_max(len(self.levels) - 1)
@@ -190,7 +192,7 @@ class DiffGuard(DetectorBase):
     def _invert(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z0 = self.backend.encode(x)
-            eps = self.inversion.eps_fn(self.backend)
+            eps = self.inversion.eps_fn(self.backend, self.guidance.row_chunk)
             return ddim_invert(eps, z0, self.levels, self.inversion.first, self.inversion.cap,
                                self.inversion.variant, self.inversion.stop)
 

@@ -8,16 +8,19 @@ from typing import Literal
 
 from torch import Tensor
 
+from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import EpsFn, InversionVariant, Levels, StopRule
 from diffguard.diffusion.respace import even_levels, uniform_levels
 from diffguard.diffusion.x0 import clipped_eps
 
 
-def null_eps(backend: object) -> EpsFn:
-    """The backend's unconditional eps (null label, or no label for an unconditional model)."""
+def null_eps(backend: object, row_chunk: int | None = None) -> EpsFn:
+    """The backend's unconditional eps (null label, or no label for an unconditional model); with ``row_chunk``
+    the network sees chunks of exactly that many rows (:func:`~diffguard.diffusion.chunks.fixed_chunks`)."""
+    eps = fixed_chunks(lambda z, t, y: backend.eps(z, t, y), row_chunk)
 
     def eps_fn(x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
-        return backend.eps(x, t, None)
+        return eps(x, t, None)
 
     return eps_fn
 
@@ -59,6 +62,7 @@ class Inversion:
         make = even_levels if self.spacing == "even" else uniform_levels
         return make(alphas_cumprod, self.steps)
 
-    def eps_fn(self, backend: object) -> EpsFn:
-        base = null_eps(backend)
+    def eps_fn(self, backend: object, row_chunk: int | None = None) -> EpsFn:
+        """The inversion's eps function; ``row_chunk``: network calls on fixed-size chunks (batch invariance)."""
+        base = null_eps(backend, row_chunk)
         return clipped_eps(base, backend.alphas_cumprod) if self.clip_x0 else base

@@ -25,12 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from diffguard.eval.rows import is_validation
 from diffguard.eval.runner import Runner
 from diffguard.eval.store import ResultStore
-
-TPR = 0.95  # thresholds keep this share of ID-val
-CSID_FLAGGED = "csid flagged"
+from diffguard.eval.validation import TPR, csid_accuracy, csid_columns, shift_rows, threshold_at_tpr
 
 
 @dataclass
@@ -59,16 +56,6 @@ def test_sets(runner: Runner) -> list[str]:
 def planned_scores(runner: Runner, store: ResultStore, method: str, name: str) -> np.ndarray:
     """(N,) a method's scores of the planned rows of set ``name``, in plan order; NaN where missing."""
     return store.scores(method, name, runner.sources[name].ids[runner.plan[name]].numpy())
-
-
-def threshold_at_tpr(val_scores: np.ndarray) -> float:
-    """The score threshold keeping :data:`TPR` of ID-val: its 95th percentile (a score above it is flagged)."""
-    return float(np.quantile(val_scores, TPR))
-
-
-def flag_rate(scores: np.ndarray, threshold: float) -> float:
-    """Share of ``scores`` strictly above ``threshold`` (flagged as OOD), a fraction in [0, 1]."""
-    return float(np.mean(np.asarray(scores) > threshold))
 
 
 def ood_groups(runner: Runner) -> dict[str, list[str]]:
@@ -117,35 +104,6 @@ def _metric_rows(method: str, title: str, id_scores: np.ndarray, ood: dict[str, 
     return rows
 
 
-def _shift_rows(key: str, title: str, val: np.ndarray, scores: dict[str, np.ndarray], roles: dict[str, str],
-                csid_acc: dict[str, float], threshold: float) -> list[dict]:
-    """OOD-validation rows (ID-val against each ``val_ood`` set, then their mean, row ``val_ood``) and one row per
-    csid set (its share flagged at ``threshold`` and the classifier's accuracy on it). ``scores``: set -> (N,)."""
-    from diffguard.eval.metrics import compute_metrics, summarize
-
-    head = {"method": title, "key": key}
-    ood = [n for n in scores if roles[n] == "val_ood"]
-    rows = []
-    if ood:
-        summary = summarize({n: compute_metrics(val, scores[n]) for n in ood}, {"val_ood": ood})
-        summary.pop("all")  # summarize's own mean over every set given: here the same as the val_ood row
-        rows += [{**head, "set": n, "group": "val_ood", **m} for n, m in summary.items()]
-    rows += [{**head, "set": n, "group": "csid", CSID_FLAGGED: flag_rate(scores[n], threshold), "ACC": csid_acc[n]}
-             for n in scores if roles[n] == "csid"]
-    return rows
-
-
-def _csid_accuracy(store: ResultStore, names: list[str]) -> dict[str, float]:
-    """The classifier's accuracy on each csid set (its planned rows, from the stored classifier pass)."""
-    from diffguard.eval.metrics import accuracy
-
-    out = {}
-    for n in names:
-        _, labels, preds = store.samples(n)
-        out[n] = accuracy(labels, preds)
-    return out
-
-
 def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     """Metrics for every complete method and every fusion of the config: OOD test sets against ID-test,
     OOD-validation sets against ID-val, csid sets flagged at the 95 %-TPR thresholds from ID-val."""
@@ -164,7 +122,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     ood_sets = groups["all"]
     is_test = table.set_names == test
     acc = accuracy(table.labels[is_test], table.predictions[is_test])
-    csid_acc = _csid_accuracy(store, [n for n in shift if roles[n] == "csid"])
+    csid_acc = csid_accuracy(store, [n for n in shift if roles[n] == "csid"])
     sel = {n: table.set_names == n for n in [test, *ood_sets]}
     missing = {m: int(np.isnan(table.scores[m]).sum() + np.isnan(val_scores[m]).sum()
                       + sum(int(np.isnan(v).sum()) for v in shifted[m].values())) for m in names}
@@ -176,7 +134,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         s, title = table.scores[m], runner.cfg.method(m).title
         thresholds[m] = threshold_at_tpr(val_scores[m])
         rows += _metric_rows(m, title, s[sel[test]], {n: s[sel[n]] for n in ood_sets}, groups, acc)
-        rows += _shift_rows(m, title, val_scores[m], shifted[m], roles, csid_acc, thresholds[m])
+        rows += shift_rows(m, title, val_scores[m], shifted[m], roles, csid_acc, thresholds[m])
     fusion_info = []
     for f in runner.cfg.fusion:
         if f.baseline not in complete or f.diffguard not in complete:
@@ -193,7 +151,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         thresholds[key] = threshold_at_tpr(fused_val)
         rows += _metric_rows(key, title, fused[test], {n: fused[n] for n in ood_sets}, groups, acc,
                              {"fusion": f"q=({f.low_q}, {f.high_q})"})
-        rows += _shift_rows(key, title, fused_val, fused_shift, roles, csid_acc, thresholds[key])
+        rows += shift_rows(key, title, fused_val, fused_shift, roles, csid_acc, thresholds[key])
     return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost)
 
 
@@ -285,13 +243,7 @@ def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]],
             row[f"AUROC {g}"] = got[g]["AUROC"]
     for c in ABLATION_COLUMNS[1:]:
         row[f"{c} all"] = got["all"][c]
-    if "val_ood" in got:
-        row["AUROC val_ood"] = got["val_ood"]["AUROC"]
-    csid = [n for n, r in got.items() if r.get("group") == "csid"]
-    for split, names in (("test", [n for n in csid if not is_validation("csid", n)]),
-                         ("val", [n for n in csid if is_validation("csid", n)])):
-        if names:
-            row[f"{CSID_FLAGGED} ({split})"] = float(np.mean([got[n][CSID_FLAGGED] for n in names]))
+    row.update(csid_columns(got))
     if seconds is not None:
         row["s / image"] = seconds
     return row

@@ -21,6 +21,13 @@ gradient   what is differentiated
 Ablations: ``use_x0_hat=False`` differentiates w.r.t. x_t itself (Table 3 "no x0-hat"); ``cutouts=None`` (or
 ``Cutouts(0)``) shows the classifier the full image. A label of -1 marks an unguided row (the authors' ``uncond_aux``
 trick): it gets g = 0 and never reaches the classifier.
+
+Batch invariance (``ClassifierGuidance.row_chunk``). With a ReLU classifier the guided trajectory is extremely
+sensitive: the input gradient jumps where a unit changes sign, so a 1e-7 change anywhere upstream (float32 kernels
+round differently at different batch sizes) moved a fmnist6 logits-L1 score by up to 1.9 with its batch-mates
+(``benchmarks/batch_independence.py``). The networks feeding the trajectory (inversion and sampling UNet calls, the
+classifier on the crops, the label prediction) therefore run on fixed-size row chunks
+(:func:`~diffguard.diffusion.chunks.fixed_chunks`): a sample's score is then bit for bit the same in any batch.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import EpsFn
 from diffguard.diffusion.inversion import null_eps
 from diffguard.diffusion.x0 import clip_eps, coefficients, x0_from_eps
@@ -199,9 +207,21 @@ class LatentClassifier(torch.nn.Module):
         return self.classifier.logits(self.backend.decode_for_grad(z))
 
 
+class ChunkedLogits:
+    """``logits`` of a classifier computed on chunks of exactly ``size`` rows (batch invariance, differentiable)."""
+
+    def __init__(self, classifier: LogitsClassifier, size: int):
+        self.classifier = classifier
+        self.logits = fixed_chunks(classifier.logits, size)
+
+
 @dataclass(frozen=True)
 class ClassifierGuidance:
-    """Clean Grad classifier guidance with cutouts (paper Eq. 4, 7, 8; authors' defaults for GDM)."""
+    """Clean Grad classifier guidance with cutouts (paper Eq. 4, 7, 8; authors' defaults for GDM).
+
+    ``row_chunk``: the networks see chunks of exactly this many rows, so a score does not depend on the batch
+    (see the module docstring; None: one call per step, batch-dependent float32 rounding, amplified).
+    """
 
     scale: float = 3.0
     cutouts: int = 8
@@ -211,6 +231,11 @@ class ClassifierGuidance:
     gradient: Literal["mixed", "exact"] = "mixed"
     use_x0_hat: bool = True
     clip_x0: bool = True
+    row_chunk: int | None = 8
+
+    def __post_init__(self) -> None:
+        if self.row_chunk is not None and self.row_chunk < 1:
+            raise ValueError(f"row_chunk must be a positive int or None, got {self.row_chunk!r}")
 
     def build(self, backend: object, classifier: torch.nn.Module, x: Tensor, labels: Tensor,
               generators: list[torch.Generator], z_size: tuple[int, ...] | None = None,
@@ -220,6 +245,8 @@ class ClassifierGuidance:
         out = self.crop_out or getattr(classifier, "resolution", None)
         out_size = out[0] if isinstance(out, tuple) else out
         cuts = Cutouts(self.cutouts, self.cut_size, out_size=out_size) if self.cutouts else None
-        return clean_grad_guidance(null_eps(backend), clf, labels, backend.alphas_cumprod, scale=self.scale,
-                                   cutouts=cuts, generators=generators, gradient=self.gradient,
+        if self.row_chunk is not None:
+            clf = ChunkedLogits(clf, self.row_chunk)
+        return clean_grad_guidance(null_eps(backend, self.row_chunk), clf, labels, backend.alphas_cumprod,
+                                   scale=self.scale, cutouts=cuts, generators=generators, gradient=self.gradient,
                                    use_x0_hat=self.use_x0_hat, clip_x0=self.clip_x0)
