@@ -45,7 +45,7 @@ def scores_alone_and_batched(det: DiffGuard, x: torch.Tensor) -> tuple[torch.Ten
 
 
 GUIDANCES = {
-    "clean_grad": ClassifierGuidance(scale=5.0, cutouts=2, cut_size=(0.75, 1.0)),  # row_chunk 8 by default
+    "clean_grad": ClassifierGuidance(scale=5.0, cutouts=2, cut_size=(0.75, 1.0), row_chunk=8),  # as fmnist6-clean-grad
     "clean_grad_chunk3": ClassifierGuidance(scale=5.0, cutouts=2, cut_size=(0.75, 1.0), row_chunk=3),
     "dsg_chunked": CFGGuidance(scale=3.0, cam_cut=0.2, row_chunk=4),
 }
@@ -91,3 +91,12 @@ def test_fixed_chunks_pads_cuts_and_keeps_gradients():
         fixed_chunks(fn, 0)
     with pytest.raises(ValueError, match="row_chunk"):
         ClassifierGuidance(row_chunk=0)
+
+
+def test_only_the_embedded_clean_grad_preset_chunks():
+    """fmnist6-clean-grad is batch invariant by default; the paper presets run as the authors' code (unchunked)."""
+    from diffguard.presets import resolve_preset
+
+    assert resolve_preset("fmnist6-clean-grad")["guidance"].row_chunk == 8
+    assert resolve_preset("gdm", dists_threshold=None)["guidance"].row_chunk is None
+    assert ClassifierGuidance().row_chunk is None and CFGGuidance().row_chunk is None

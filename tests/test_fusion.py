@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffguard.detectors.fusion import BandFusion
+from diffguard.detectors.fusion import BandFusion, WeightedSumFusion
 
 B_VAL = np.arange(11.0)  # baseline ID-val scores 0..10: quantile(.5) = 5, quantile(.9) = 9
 D_VAL = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
@@ -108,3 +108,21 @@ def test_weighted_sum_refuses_bad_input_and_rules_by_name():
     assert create_fusion("weighted", weight=0.3).weight == 0.3
     with pytest.raises(KeyError, match="did you mean|Did you mean"):
         create_fusion("weigthed")
+
+
+def test_fusion_entries_of_a_run_config_choose_their_rule() -> None:
+    from diffguard.errors import ConfigError
+    from diffguard.eval.run_config import build_run_config
+
+    methods = [{"name": "msp"}, {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg"}]
+    cfg = build_run_config({"methods": methods, "fusion": [
+        {"baseline": "msp", "diffguard": "dg"},
+        {"baseline": "msp", "diffguard": "dg", "rule": "weighted", "weight": 0.25}]})
+    band, weighted = cfg.fusion
+    assert (band.key, weighted.key) == ("dg+msp", "dg+msp:weighted")
+    assert isinstance(band.build(), BandFusion) and band.describe() == "q=(0.5, 0.99)"
+    rule = weighted.build()
+    assert isinstance(rule, WeightedSumFusion) and rule.weight == 0.25 and weighted.describe() == "w=0.25"
+    for bad, match in (({"rule": "max"}, "unknown rule 'max'"), ({"rule": "weighted", "weight": 2}, "weight")):
+        with pytest.raises(ConfigError, match=match):
+            build_run_config({"methods": methods, "fusion": [{"baseline": "msp", "diffguard": "dg", **bad}]})

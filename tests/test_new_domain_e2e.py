@@ -31,7 +31,8 @@ def test_new_domain_from_images_on_disk_to_scores(tmp_path: Path, capsys: pytest
         "methods": [{"name": "msp"}, {"name": "knn", "params": {"k": 3}},
                     {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg",
                      "overrides": ["inversion.steps=4", "inversion.cap=3", "distances=('l2','logits_l1')"]}],
-        "fusion": [{"baseline": "knn", "diffguard": "dg"}],
+        "fusion": [{"baseline": "knn", "diffguard": "dg"},
+                   {"baseline": "msp", "diffguard": "dg", "rule": "weighted", "weight": 0.7}],
     }
     (tmp_path / "run.yaml").write_text(json.dumps(run_cfg))
     results = tmp_path / "results"
@@ -40,7 +41,9 @@ def test_new_domain_from_images_on_disk_to_scores(tmp_path: Path, capsys: pytest
     assert (results / "report.html").is_file() and json.loads((results / "run_config.json").read_text())
 
     new_images = tmp_path / "shapes" / "data" / "noise"  # images of no set of the run's config's methods' fits
-    for method in ("dg", "knn", "dg+knn"):
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert "dg+msp:weighted" in json.dumps(metrics)
+    for method in ("dg", "knn", "dg+knn", "dg+msp:weighted"):
         out = tmp_path / f"{method}.json"
         assert main(["score", str(new_images), "--from", str(results), "--method", method, "--out", str(out),
                      "--no-progress"]) == 0

@@ -89,7 +89,10 @@ def test_report_merges_folders_of_one_configuration(tmp_path: Path, tiny_models:
                                                     fake_fmnist_root: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = _msp_config(tiny_models)
     assert _bench(cfg, tmp_path, tmp_path / "all", fake_fmnist_root) == 0
+    capsys.readouterr()
     assert _bench(cfg, tmp_path, tmp_path / "a", fake_fmnist_root, "--methods", "msp") == 0
+    out = capsys.readouterr().out
+    assert "not requested by --methods (run them with --methods ebo): ['ebo']" in out and "incomplete" not in out
     assert _bench(cfg, tmp_path, tmp_path / "b", fake_fmnist_root, "--methods", "ebo") == 0
     assert '"ebo"' not in (tmp_path / "a" / "metrics.json").read_text()  # incomplete before the merge
     assert (tmp_path / "a" / "scores.csv").read_bytes() != (tmp_path / "all" / "scores.csv").read_bytes()

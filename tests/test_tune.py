@@ -243,10 +243,14 @@ def test_diffguard_trials_choose_the_distance_post_hoc(tuned) -> None:
     assert done[0].params["preset"] == "fmnist6-cfg" and done[0].params["cfg.cam_cut"] == 0.1
     for t in done:
         ranking = t.user_attrs["ranking"]
-        assert {"l2", "logits_l1"} <= {r["score"] for r in ranking} and any("+" in r["score"] for r in ranking)
-        chosen = t.user_attrs["column"][5:]
-        assert chosen == next(r["score"] for r in ranking if r["deployable"])
-        assert t.user_attrs["spec"]["params"]["overrides"][-1] == f"score_distance={chosen}"
+        assert {"l2", "logits_l1", "l2|class"} <= {r["score"] for r in ranking}
+        assert any("+" in r["score"] for r in ranking)
+        assert all(r["deployable"] == ("+" not in r["score"]) for r in ranking)
+        best = next(r["score"] for r in ranking if r["deployable"])
+        distance, _, calibration = best.partition("|")
+        assert t.user_attrs["column"] == ("cal:" if calibration else "dist:") + distance
+        assert t.user_attrs["spec"]["params"]["overrides"][-1] == f"score_distance={distance}"
+        assert t.user_attrs["spec"].get("calibration") == (calibration or None)
         cols = np.load(out / t.user_attrs["scores"])
         assert {"val::dist:l2", "val-ood::dist:gmsd", "val-csid::ids"} <= set(cols.files)
         assert not any(k.startswith(("test", "near1")) for k in cols.files)

@@ -69,7 +69,9 @@ def _default_out(config: str, cfg: Any) -> Path:
     return Path("results") / Path(config).stem
 
 
-def finish_run(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
+def finish_run(runner: Any, store: Any, manifest: dict[str, Any], methods: list[str] | None = None) -> int:
+    """Evaluate, write the run's files and print its table. ``methods``: the ``--methods`` subset this invocation
+    computed (None: all); the config's other methods without scores are "not requested", not "incomplete"."""
     from diffguard.eval.evaluate import evaluate, write_outputs
     from diffguard.eval.tables import markdown_table
 
@@ -87,8 +89,12 @@ def finish_run(runner: Any, store: Any, manifest: dict[str, Any]) -> int:
         print(markdown_table(summary_rows(runner, ev)))
     for name, why in runner.skipped.items():
         print(f"not run: {name}: {why}")
-    if ev.incomplete:
-        print(f"incomplete, left out of the table (rerun the same command to finish): {ev.incomplete}")
+    unasked = {m: n for m, n in ev.incomplete.items() if methods is not None and m not in methods}
+    partial = {m: n for m, n in ev.incomplete.items() if m not in unasked}
+    if unasked:
+        print(f"not requested by --methods (run them with --methods {','.join(unasked)}): {sorted(unasked)}")
+    if partial:
+        print(f"incomplete, left out of the table (rerun the same command to finish): {partial}")
     print(f"results: {runner.out} (report: {report})")
     return 0
 
@@ -128,6 +134,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
         with store:
             manifest["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
-            return finish_run(runner, store, manifest)
+            return finish_run(runner, store, manifest, methods)
     finally:
         finish_group(dist)

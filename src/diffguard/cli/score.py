@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from diffguard.errors import ConfigError
 from diffguard.eval.datasets import DataError, load_image, read_image_list
@@ -60,16 +59,21 @@ def list_inputs(path: Path, root: Path | None, data_root: Path | None = None) ->
     """Files of a folder (sorted, not recursive), or the paths and labels of an image list resolved like the
     benchmarks do: against ``root``, else the nearest parent folder of the list under which its files exist (an
     OpenOOD data root holds ``benchmark_imglist/...``), else ``data_root``."""
+    check_path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        if not files:
-            raise DataError(f"folder {path} holds no files to score")
-        return files, None
-    if not path.is_file():
-        raise DataError(f"{path} is neither a folder of images nor an image list")
+        return sorted(p for p in path.iterdir() if p.is_file()), None
     items = read_image_list(path)
     base = root if root is not None else _list_root(path, [rel for rel, _ in items], data_root)
     return [base / rel for rel, _ in items], [lab for _, lab in items]
+
+
+def check_path(path: Path) -> None:
+    """Refuse a path with nothing to score (checked before any model is built or calibrated)."""
+    if path.is_dir():
+        if not any(p.is_file() for p in path.iterdir()):
+            raise DataError(f"folder {path} holds no files to score")
+    elif not path.is_file():
+        raise DataError(f"{path} is neither a folder of images nor an image list")
 
 
 def _list_root(path: Path, rels: list[str], data_root: Path | None) -> Path:
@@ -117,11 +121,8 @@ def from_run(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 def from_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(method calibrated now, runner, source description) of ``--config`` (default fmnist6)."""
-    from diffguard.eval.rebuild import RebuiltMethod
-    from diffguard.eval.rows import select_rows
+    from diffguard.eval.rebuild import calibrate_on_val
     from diffguard.eval.run_config import load_run_config
-    from diffguard.eval.runner import Runner
-    from diffguard.specs.methods import build_method
 
     name = args.method or "diffguard-cfg"
     over = [f"{name}.{o}" for o in args.overrides]
@@ -130,40 +131,15 @@ def from_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
     cfg = load_run_config(args.config or "fmnist6", over)
     if "+" in name:
         raise ConfigError("a fusion needs both methods' validation scores: run `diffguard benchmark` and use --from")
-    runner = Runner(cfg, Path("."), progress=False)
-    det = build_method(cfg.method(name), runner.classifier, runner.backend, runner.members)
-    if det.needs.fit:
-        train = runner.spec.by_role("train")[0].name
-        src = runner.sources[train]
-        det.fit(_outputs(runner, src, np.arange(len(src)), args.batch_size))
-    val = runner.spec.by_role("val")[0].name
-    src = runner.sources[val]
-    rows = select_rows(len(src), args.val_limit, 0, val)
-    scores = _score(det.score_images, src.load(rows), src.ids[rows], args.batch_size, not args.no_progress,
-                    "calibrating", runner.device)
-    method = RebuiltMethod(name, cfg.method(name).title, {name: det}, float(np.quantile(scores, 0.95)), len(rows))
-    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
-
-
-def _outputs(runner: Any, src: Any, rows: np.ndarray, batch: int) -> Any:
-    from diffguard.detectors.base import classifier_outputs
-
-    x = src.load(rows).to(runner.device)
-    return classifier_outputs(runner.classifier, x, labels=src.labels[rows].to(runner.device), batch_size=256)
-
-
-def _score(fn: Any, x: torch.Tensor, ids: torch.Tensor, batch: int, progress: bool, desc: str,
-           device: torch.device) -> np.ndarray:
-    out = []
-    for i in tqdm(range(0, len(x), batch), desc=desc, unit="batch", disable=not progress, leave=False):
-        s = fn(x[i:i + batch].to(device), ids[i:i + batch])
-        out.append(s.double().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s, dtype=np.float64))
-    return np.concatenate(out) if out else np.empty(0)
+    return calibrate_on_val(cfg, name, args.val_limit, args.batch_size, not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffguard.eval.rebuild import score_batches
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_path(Path(args.path))
     method, runner, source = from_run(args) if args.from_dir else from_config(args)
     data_root = Path(runner.cfg.data_root) if runner.cfg.data_root else None
     files, labels = list_inputs(Path(args.path), Path(args.root) if args.root else None, data_root)
@@ -172,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"diffguard: warning: the threshold rests on only {method.n_val} ID-validation images (fewer than "
               "about 100): it is a rough estimate", file=sys.stderr)
     ids = torch.arange(len(ok))
-    scores = _score(method.score_images, x, ids, args.batch_size, not args.no_progress, "scoring", runner.device)
+    scores = score_batches(method.score_images, x, ids, args.batch_size, not args.no_progress, "scoring",
+                           runner.device)
     with torch.no_grad():
         preds = [int(p) for b in x.split(256) for p in runner.classifier.logits(b.to(runner.device)).argmax(1)]
     rows = _rows(files, ok, scores, preds, skipped, method.threshold, labels)

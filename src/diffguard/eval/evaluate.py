@@ -55,7 +55,7 @@ def test_sets(runner: Runner) -> list[str]:
 
 def planned_scores(runner: Runner, store: ResultStore, method: str, name: str) -> np.ndarray:
     """(N,) a method's scores of the planned rows of set ``name``, in plan order; NaN where missing."""
-    return store.scores(method, name, runner.sources[name].ids[runner.plan[name]].numpy())
+    return store.scores(method, name, planned_ids(runner, name))
 
 
 def ood_groups(runner: Runner) -> dict[str, list[str]]:
@@ -90,6 +90,30 @@ def score_table(runner: Runner, store: ResultStore, methods: list[str]) -> Any:
                       scores={m: np.concatenate(v) for m, v in scores.items()})
 
 
+def planned_ids(runner: Runner, name: str) -> np.ndarray:
+    return runner.sources[name].ids[runner.plan[name]].numpy()
+
+
+def _calibrate(runner: Runner, store: ResultStore, method: str, table: Any, val: str,
+               val_scores: dict[str, np.ndarray], shifted: dict[str, np.ndarray]) -> None:
+    """Replace a method's raw scores by calibrated ones, in place, when its spec asks for a calibration (fitted
+    on its complete ID-val scores; an incomplete method is left as it is)."""
+    from diffguard.eval.calibrate import calibrated, fitted_calibration, stored_labels
+
+    spec = runner.cfg.method(method)
+    raw = val_scores[method]
+    if spec.calibration is None or np.isnan(raw).any():
+        return
+    cal = fitted_calibration(spec, raw, stored_labels(store, method, val, planned_ids(runner, val)))
+    val_scores[method] = calibrated(cal, raw, stored_labels(store, method, val, planned_ids(runner, val)))
+    for n in shifted:
+        shifted[n] = calibrated(cal, shifted[n], stored_labels(store, method, n, planned_ids(runner, n)))
+    scores = table.scores[method]
+    for n in np.unique(table.set_names):
+        sel = table.set_names == n
+        scores[sel] = calibrated(cal, scores[sel], stored_labels(store, method, n, table.ids[sel]))
+
+
 def _metric_rows(method: str, title: str, id_scores: np.ndarray, ood: dict[str, np.ndarray],
                  groups: dict[str, list[str]], acc: float, extra: dict[str, Any] | None = None) -> list[dict]:
     from diffguard.eval.metrics import compute_metrics, summarize
@@ -107,7 +131,6 @@ def _metric_rows(method: str, title: str, id_scores: np.ndarray, ood: dict[str, 
 def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     """Metrics for every complete method and every fusion of the config: OOD test sets against ID-test,
     OOD-validation sets against ID-val, csid sets flagged at the 95 %-TPR thresholds from ID-val."""
-    from diffguard.detectors.fusion import BandFusion
     from diffguard.eval.metrics import accuracy
 
     names = [m.name for m in runner.cfg.methods]
@@ -118,6 +141,8 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     shift = role_sets(runner, "val_ood", "csid")  # validation OOD and covariate-shifted ID sets
     roles = {n: runner.spec.get(n).role for n in shift}
     shifted = {m: {n: planned_scores(runner, store, m, n) for n in shift} for m in names}
+    for m in names:
+        _calibrate(runner, store, m, table, val, val_scores, shifted[m])
     groups = ood_groups(runner)
     ood_sets = groups["all"]
     is_test = table.set_names == test
@@ -140,9 +165,9 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         if f.baseline not in complete or f.diffguard not in complete:
             continue
         b, d = table.scores[f.baseline], table.scores[f.diffguard]
-        fuse = BandFusion(f.low_q, f.high_q).fit(val_scores[f.baseline], val_scores[f.diffguard])
+        fuse = f.build().fit(val_scores[f.baseline], val_scores[f.diffguard])
         title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
-        key = f"{f.diffguard}+{f.baseline}"
+        key = f.key
         fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
         fused_val = fuse.fuse(val_scores[f.baseline], val_scores[f.diffguard])
         fused_shift = {n: fuse.fuse(shifted[f.baseline][n], shifted[f.diffguard][n]) for n in shift}
@@ -150,7 +175,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         cost[key] = cost[f.diffguard] + cost[f.baseline]
         thresholds[key] = threshold_at_tpr(fused_val)
         rows += _metric_rows(key, title, fused[test], {n: fused[n] for n in ood_sets}, groups, acc,
-                             {"fusion": f"q=({f.low_q}, {f.high_q})"})
+                             {"fusion": f.describe()})
         rows += shift_rows(key, title, fused_val, fused_shift, roles, csid_acc, thresholds[key])
     return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost)
 

@@ -17,7 +17,7 @@ The threshold keeps 95 % of the ID-validation images (a method flags a score abo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,34 @@ class RebuiltMethod:
     n_val: int
     fusion: Any = None
     fusion_parts: tuple[str, str] | None = None
+    calibrations: dict[str, Any] = field(default_factory=dict)
+    classifier: Any = None
 
     def score_images(self, x: Tensor, ids: Tensor) -> np.ndarray:
         """(B,) float64 scores of images x (B, C, H, W) in [-1, 1]; ids (B,) seed per-sample randomness."""
-        scores = {n: d.score_images(x, ids).double().cpu().numpy() for n, d in self.detectors.items()}
+        scores = {n: self._part(n, d, x, ids) for n, d in self.detectors.items()}
         if self.fusion is None:
             return next(iter(scores.values()))
         baseline, diffguard = self.fusion_parts  # type: ignore[misc]
         return self.fusion.fuse(scores[baseline], scores[diffguard])
+
+    def _part(self, name: str, det: Any, x: Tensor, ids: Tensor) -> np.ndarray:
+        """One detector's scores, calibrated when the run's spec asks for it."""
+        cal = self.calibrations.get(name)
+        if cal is None:
+            return det.score_images(x, ids).double().cpu().numpy()
+        raw, label = self.raw_and_labels(det, x, ids)
+        return cal(raw, label)
+
+    def raw_and_labels(self, det: Any, x: Tensor, ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) raw scores and (B,) the label each was computed for: the detector's ``label`` column
+        (DiffGuard's guided label), else the classifier's prediction."""
+        scored = det.details(x, ids)
+        label = scored.columns.get("label")
+        if label is None:
+            with torch.no_grad():
+                label = self.classifier.logits(x).argmax(1)
+        return scored.score.double().cpu().numpy(), label.cpu().numpy().astype(np.int64)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -98,22 +118,46 @@ def _short(hashes: Any) -> str:
 
 def method_names(runner: Any) -> list[str]:
     """Every method of the run, then every fusion (``diffguard+baseline``)."""
-    return [m.name for m in runner.cfg.methods] + [f"{f.diffguard}+{f.baseline}" for f in runner.cfg.fusion]
+    return [m.name for m in runner.cfg.methods] + [f.key for f in runner.cfg.fusion]
 
 
-def val_scores(runner: Any, store: Any, method: str, role: str = "val") -> np.ndarray:
-    """A method's stored scores on the run's sets of a role (ID-val by default), concatenated."""
-    parts = []
-    for spec in runner.spec.by_role(role):
-        if spec.name not in runner.sources:
-            continue
-        ids = runner.sources[spec.name].ids[runner.plan[spec.name]].numpy()
-        parts.append(store.scores(method, spec.name, ids))
-    out = np.concatenate(parts) if parts else np.empty(0)
+def _role_rows(runner: Any, role: str) -> list[tuple[str, np.ndarray]]:
+    """(set name, planned ids) of the run's sets of a role."""
+    return [(spec.name, runner.sources[spec.name].ids[runner.plan[spec.name]].numpy())
+            for spec in runner.spec.by_role(role) if spec.name in runner.sources]
+
+
+def raw_val_scores(runner: Any, store: Any, method: str, role: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """A method's stored raw scores on the run's sets of a role (ID-val by default), concatenated, and the label
+    each was computed for (:func:`~diffguard.eval.calibrate.stored_labels`)."""
+    from diffguard.eval.calibrate import stored_labels
+
+    rows = _role_rows(runner, role)
+    out = np.concatenate([store.scores(method, n, ids) for n, ids in rows]) if rows else np.empty(0)
     if out.size == 0 or np.isnan(out).any():
         raise UserError(f"method {method!r} has no complete {role} scores in {runner.out}; finish the run first "
                         "(rerun the same `diffguard benchmark` command)")
-    return out
+    labels = np.concatenate([stored_labels(store, method, n, ids) for n, ids in rows])
+    return out, labels
+
+
+def method_calibration(runner: Any, store: Any, method: str) -> Any:
+    """The method's calibration fitted on its ID-val scores as the run's evaluation fits it (None: raw)."""
+    from diffguard.eval.calibrate import fitted_calibration
+
+    spec = runner.cfg.method(method)
+    if spec.calibration is None:
+        return None
+    return fitted_calibration(spec, *raw_val_scores(runner, store, method))
+
+
+def val_scores(runner: Any, store: Any, method: str, role: str = "val") -> np.ndarray:
+    """A method's scores on the run's sets of a role (ID-val by default), concatenated, calibrated as in the run's
+    evaluation when its spec asks for a calibration."""
+    from diffguard.eval.calibrate import calibrated
+
+    raw, labels = raw_val_scores(runner, store, method, role)
+    return calibrated(method_calibration(runner, store, method), raw, labels)
 
 
 def best_on_validation(runner: Any, store: Any) -> str | None:
@@ -138,7 +182,7 @@ def rebuild(runner: Any, store: Any, name: str) -> RebuiltMethod:
     """The run's method (or fusion) ``name`` with its fitted statistics and 95 %-TPR threshold."""
     from diffguard.specs.methods import build_method
 
-    fusions = {f"{f.diffguard}+{f.baseline}": f for f in runner.cfg.fusion}
+    fusions = {f.key: f for f in runner.cfg.fusion}
     if name not in fusions and name not in {m.name for m in runner.cfg.methods}:
         raise ConfigError(f"run {runner.out} has no method {name!r}; choose one of {method_names(runner)}")
     parts = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
@@ -153,20 +197,21 @@ def rebuild(runner: Any, store: Any, name: str) -> RebuiltMethod:
         if det.needs.fit:
             det.fit(runner.outputs(store, runner.spec.by_role("train")[0].name))
         detectors[part] = det
+    cals = {part: c for part in parts if (c := method_calibration(runner, store, part)) is not None}
     if name not in fusions:
         val = val_scores(runner, store, name)
-        return RebuiltMethod(name, runner.cfg.method(name).title, detectors, _threshold(val), val.size)
-    return _rebuild_fusion(runner, store, name, fusions[name], detectors)
+        return RebuiltMethod(name, runner.cfg.method(name).title, detectors, _threshold(val), val.size,
+                             calibrations=cals, classifier=runner.classifier)
+    return _rebuild_fusion(runner, store, name, fusions[name], detectors, cals)
 
 
-def _rebuild_fusion(runner: Any, store: Any, name: str, f: Any, detectors: dict[str, Any]) -> RebuiltMethod:
-    from diffguard.detectors.fusion import BandFusion
-
+def _rebuild_fusion(runner: Any, store: Any, name: str, f: Any, detectors: dict[str, Any],
+                    cals: dict[str, Any]) -> RebuiltMethod:
     b, d = val_scores(runner, store, f.baseline), val_scores(runner, store, f.diffguard)
-    fusion = BandFusion(f.low_q, f.high_q).fit(b, d)
+    fusion = f.build().fit(b, d)
     title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
     return RebuiltMethod(name, title, detectors, _threshold(fusion.fuse(b, d)), b.size, fusion,
-                         (f.baseline, f.diffguard))
+                         (f.baseline, f.diffguard), cals, runner.classifier)
 
 
 def _threshold(val: np.ndarray) -> float:
@@ -175,3 +220,53 @@ def _threshold(val: np.ndarray) -> float:
 
 def to_tensor_ids(n: int) -> Tensor:
     return torch.arange(n, dtype=torch.long)
+
+
+def score_batches(fn: Any, x: Tensor, ids: Tensor, batch: int, progress: bool, desc: str,
+                  device: torch.device) -> np.ndarray:
+    """``fn(x_batch, ids_batch)`` over x (N, C, H, W) in batches on ``device``; results concatenated as float64."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc=desc, unit="batch", disable=not progress, leave=False):
+        s = fn(x[i:i + batch].to(device), ids[i:i + batch])
+        out.append(s.double().cpu().numpy() if isinstance(s, Tensor) else np.asarray(s, dtype=np.float64))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def calibrate_on_val(cfg: Any, name: str, val_limit: int | None, batch_size: int,
+                     progress: bool = False) -> tuple[RebuiltMethod, Any, str]:
+    """A method of a run config made ready to score without a finished run: built, fitted on the benchmark's
+    ID-train (when it needs it), its calibration (when its spec names one) and its 95 %-TPR threshold taken from
+    ``val_limit`` seeded ID-val images (None: all). Returns (method, runner, description of the threshold)."""
+    from diffguard.detectors.base import classifier_outputs
+    from diffguard.detectors.calibration import create_calibration
+    from diffguard.eval.rows import select_rows
+    from diffguard.eval.runner import Runner
+    from diffguard.specs.methods import build_method
+
+    if "+" in name:
+        raise ConfigError("a fusion needs both methods' validation scores: run `diffguard benchmark` and use --from")
+    runner = Runner(cfg, Path("."), progress=False)
+    spec = cfg.method(name)
+    det = build_method(spec, runner.classifier, runner.backend, runner.members)
+    if det.needs.fit:
+        src = runner.sources[runner.spec.by_role("train")[0].name]
+        x = src.load(np.arange(len(src))).to(runner.device)
+        det.fit(classifier_outputs(runner.classifier, x, labels=src.labels.to(runner.device), batch_size=256))
+    val = runner.spec.by_role("val")[0].name
+    src = runner.sources[val]
+    rows = select_rows(len(src), val_limit, 0, val)
+    method = RebuiltMethod(name, spec.title, {name: det}, float("nan"), len(rows), classifier=runner.classifier)
+    cal = create_calibration(spec.calibration)
+    if cal is None:
+        scores = score_batches(det.score_images, src.load(rows), src.ids[rows], batch_size, progress,
+                               "calibrating", runner.device)
+    else:  # calibration and threshold fitted on the same ID-val images, as a run's evaluation does
+        both = score_batches(lambda x, ids: np.stack(method.raw_and_labels(det, x, ids), 1), src.load(rows),
+                             src.ids[rows], batch_size, progress, "calibrating", runner.device)
+        labels = both[:, 1].astype(np.int64)
+        method.calibrations[name] = cal.fit(both[:, 0], labels)
+        scores = method.calibrations[name](both[:, 0], labels)
+    method.threshold = _threshold(scores)
+    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"

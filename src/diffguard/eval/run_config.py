@@ -29,13 +29,52 @@ from diffguard.specs.methods import MethodConfig
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """"DiffGuard + X": ``baseline`` and ``diffguard`` are method names of the run; quantiles of the baseline's
-    ID-validation scores bound the band that DiffGuard decides (see :mod:`diffguard.detectors.fusion`)."""
+    """"DiffGuard + X": ``baseline`` and ``diffguard`` are method names of the run, combined by a fusion rule
+    fitted on their ID-validation scores (see :mod:`diffguard.detectors.fusion`).
+
+    Args:
+        rule: "band" (quantiles ``low_q`` / ``high_q`` of the baseline's ID-val scores bound the band that DiffGuard
+            decides) or "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores).
+    """
 
     baseline: str
     diffguard: str
     low_q: float = 0.5
     high_q: float = 0.99
+    rule: str = "band"
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        from diffguard.detectors.fusion import FUSION_RULES
+
+        if self.rule not in FUSION_RULES:
+            raise ConfigError(f"fusion {self.diffguard}+{self.baseline}: unknown rule {self.rule!r}; choose one of "
+                              f"{FUSION_RULES.list()}")
+        self.build()  # checks the rule's parameters now, not after the methods ran
+
+    @property
+    def key(self) -> str:
+        """The fusion's name in a run's tables and files: ``DG+BASELINE`` (band rule; ``DG+BASELINE:weighted``
+        for the weighted sum, so both rules of one pair can sit in one run)."""
+        base = f"{self.diffguard}+{self.baseline}"
+        return base if self.rule == "band" else f"{base}:{self.rule}"
+
+    def params(self) -> dict[str, float]:
+        """The rule's own parameters."""
+        return {"low_q": self.low_q, "high_q": self.high_q} if self.rule == "band" else {"weight": self.weight}
+
+    def build(self) -> Any:
+        """An unfitted fusion rule (:func:`diffguard.detectors.fusion.create_fusion`)."""
+        from diffguard.detectors.fusion import create_fusion
+
+        try:
+            return create_fusion(self.rule, **self.params())
+        except ValueError as e:
+            raise ConfigError(f"fusion {self.key}: {e}") from None
+
+    def describe(self) -> str:
+        """Short parameter text for tables: ``q=(0.5, 0.99)`` or ``w=0.3``."""
+        return f"q=({self.low_q}, {self.high_q})" if self.rule == "band" else f"w={self.weight}"
 
 
 @dataclass

@@ -165,7 +165,7 @@ class Runner:
 
     def identity(self, m: MethodConfig) -> dict[str, Any]:
         """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
-        ident = {k: v for k, v in m.as_dict().items() if k != "display"}
+        ident = {k: v for k, v in m.as_dict().items() if k not in ("display", "calibration")}  # raw scores
         if m.needs.members and "members" not in m.params:
             from diffguard.eval.manifest import folder_hash
 

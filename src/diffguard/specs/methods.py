@@ -35,6 +35,9 @@ class MethodConfig:
             ``overrides`` (a list of ``key=value``).
         display: name in tables (default: ``name``).
         batch_size: images per batch for this method (default: the run's).
+        calibration: ``"class"`` to judge each score on its label's ID-val scale
+            (:mod:`diffguard.detectors.calibration`; applied to the stored raw scores at evaluation, so changing
+            it never recomputes anything); None: raw scores.
     """
 
     name: str
@@ -42,11 +45,17 @@ class MethodConfig:
     params: dict[str, Any] = field(default_factory=dict)
     display: str = ""
     batch_size: int | None = None
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
+        from diffguard.detectors.calibration import CALIBRATIONS
+
         if not self.name:
             raise ConfigError("every method needs a name")
         detector_factory(self.detector)  # unknown names are refused here, with close matches
+        if self.calibration is not None and self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"method {self.name!r}: unknown calibration {self.calibration!r}; choose one of "
+                              f"{list(CALIBRATIONS)} or leave it out (raw scores)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MethodConfig:
@@ -71,8 +80,9 @@ class MethodConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The canonical spec (what ``run_config.json`` stores)."""
-        return {"name": self.name, "method": self.detector, "params": dict(self.params),
-                "batch_size": self.batch_size, "display": self.display}
+        out = {"name": self.name, "method": self.detector, "params": dict(self.params),
+               "batch_size": self.batch_size, "display": self.display}
+        return out if self.calibration is None else {**out, "calibration": self.calibration}
 
     @property
     def detector(self) -> str:

@@ -117,13 +117,8 @@ def tuned_config(cfg: Any, studies: dict[str, optuna.Study]) -> tuple[dict[str, 
             methods.append(_method_entry(cfg, name, trials[0]))
             continue
         spec = trials[0].user_attrs["spec"]
-        if spec["rule"] != "band":
-            notes.append(f"{name}: the best rule is the weighted sum, weight {spec['weight']:.4g} (objective "
-                         f"{trials[0].value:.4f}); a config's fusion entries take the band rule only, so the best "
-                         "band trial is listed")
-        band = next((t.user_attrs["spec"] for t in trials if t.user_attrs["spec"]["rule"] == "band"), None)
-        if band is not None:
-            fusion.append({k: band[k] for k in ("baseline", "diffguard", "low_q", "high_q")})
+        keys = ("baseline", "diffguard", "rule", *(("low_q", "high_q") if spec["rule"] == "band" else ("weight",)))
+        fusion.append({k: spec[k] for k in keys})
     data["methods"] = data.get("methods", []) + methods
     data["fusion"] = data.get("fusion", []) + fusion
     return data, notes

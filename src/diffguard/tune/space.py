@@ -22,8 +22,8 @@ DiffGuard's space: guidance mode (the ``fmnist6-cfg`` / ``fmnist6-clean-grad`` p
 stay themselves), CFG scale and CAM cut (None = plain CFG, else DSG), Clean Grad scale, x0-hat or x_t gradient and
 cutouts, DDIM steps, the inversion cap (a fraction of the steps), the early-stop threshold and the reference. Its
 *distance* is post-hoc (``post_hoc="distance"``): every trial computes every distance once and the tuner ranks
-them (and z-scored pairs) without synthesising again. A class-conditional calibration would be another post-hoc
-option (``calibration: none | class``), left for when that normalisation exists.
+them (and z-scored pairs) without synthesising again, each raw and class-calibrated (``calibration: class``,
+:mod:`diffguard.detectors.calibration`), which is post-hoc as well.
 
 A space small enough and all categorical is searched as a grid; any other with Optuna's TPE sampler.
 """

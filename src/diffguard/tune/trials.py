@@ -8,7 +8,9 @@ batch; their cost is the wall time of ``details`` per image. Fits (KNN, ViM, MDS
 DiffGuard (``Space.post_hoc == "distance"``): each trial computes every available distance in one synthesis pass
 (``dist:<name>`` columns) and :func:`rank_scores` ranks each distance and the sum of every pair of them after a
 robust standardisation on ID-val (z = (s - median) / IQR). The trial's objective is that of the best single
-distance (a method spec can name one ``score_distance``); pairs are ranked and recorded beside it.
+distance (a method spec can name one ``score_distance``), raw or class-calibrated (``<name>|class``: the method
+spec's ``calibration: class``, scored on ID-val out of sample by 2-fold cross-fitting); pairs are ranked and
+recorded beside it.
 """
 
 from __future__ import annotations
@@ -109,9 +111,12 @@ def with_every_distance(cfg: MethodConfig) -> MethodConfig:
     return cfg.with_option("distances", repr(tuple(names)))
 
 
-def with_score(cfg: MethodConfig, distance: str) -> MethodConfig:
-    """The deployable spec: only the chosen distance, as the score."""
-    return tidy(cfg.with_option("distances", repr((distance,))).with_option("score_distance", distance))
+def with_score(cfg: MethodConfig, choice: str) -> MethodConfig:
+    """The deployable spec: only the chosen distance, as the score; ``<name>|class`` also sets the class
+    calibration."""
+    distance, _, cal = choice.partition("|")
+    out = tidy(cfg.with_option("distances", repr((distance,))).with_option("score_distance", distance))
+    return dataclasses.replace(out, calibration=cal or None)
 
 
 def tidy(cfg: MethodConfig) -> MethodConfig:
@@ -169,16 +174,46 @@ def evaluate_column(cols: Columns, data: ValidationData, objective: Objective, c
                               {s: cols[s][column] for s in data.by_role("csid")})
 
 
+CAL = "cal:"  # column prefix of class-calibrated distances, e.g. "cal:l1"
+
+
+def add_calibrated(cols: Columns, data: ValidationData) -> Columns:
+    """Add a ``cal:<name>`` column per ``dist:<name>``: class-calibrated (:mod:`diffguard.detectors.calibration`)
+    with the guided ``label`` column; ID-val itself is calibrated out of sample (2-fold cross-fitting), the other
+    sets with the calibration fitted on all of ID-val. Without a ``label`` column the columns are returned as they
+    are. Changes and returns ``cols``."""
+    from diffguard.detectors.calibration import ClassCalibration, cross_fitted
+
+    val = cols[data.val]
+    if "label" not in val:
+        return cols
+    for key in [k for k in val if k.startswith("dist:")]:
+        cal = ClassCalibration().fit(val[key], val["label"].astype(np.int64))
+        for s, c in cols.items():
+            c[CAL + key[5:]] = (cross_fitted(c[key], c["label"].astype(np.int64)) if s == data.val
+                                else cal(c[key], c["label"].astype(np.int64)))
+    return cols
+
+
+def column_of(choice: str) -> str:
+    """The score column of a ranked choice: ``l1`` -> ``dist:l1``, ``l1|class`` -> ``cal:l1``."""
+    name, _, cal = choice.partition("|")
+    return CAL + name if cal else f"dist:{name}"
+
+
 def rank_scores(cols: Columns, data: ValidationData, objective: Objective) -> list[dict[str, Any]]:
-    """Every ``dist:<name>`` column and every z-scored pair sum, best first (see the module docstring)."""
+    """Every ``dist:<name>`` column (raw, and class-calibrated as ``<name>|class`` when :func:`add_calibrated`
+    added it) and every z-scored pair sum of raw distances, best first (see the module docstring)."""
     names = sorted(k[5:] for k in cols[data.val] if k.startswith("dist:"))
     cand = {n: {s: c[f"dist:{n}"] for s, c in cols.items()} for n in names}
+    calibrated = {f"{n}|class": {s: c[CAL + n] for s, c in cols.items()} for n in names if CAL + n in cols[data.val]}
     z = {}
     for n in names:
         med, scale = robust_standardise(cand[n][data.val])
         z[n] = {s: (v - med) / scale for s, v in cand[n].items()}
     for a, b in itertools.combinations(names, 2):
         cand[f"{a}+{b}"] = {s: z[a][s] + z[b][s] for s in cols}
+    cand.update(calibrated)
     rows = []
     for key, by_set in cand.items():
         ev = evaluate_column({s: {"x": v} for s, v in by_set.items()}, data, objective, "x")

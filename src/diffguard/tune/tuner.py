@@ -86,9 +86,9 @@ def method_plan(start: MethodConfig, data: ValidationData, models: Models, objec
             trial.set_user_attr("scores", found.user_attrs["scores"])
         column, final = "score", tr.tidy(cfg)
         if space.post_hoc == "distance":
-            ranking = tr.rank_scores(cols, data, objective)
+            ranking = tr.rank_scores(tr.add_calibrated(cols, data), data, objective)
             chosen = next(r["score"] for r in ranking if r["deployable"])
-            column, final = f"dist:{chosen}", tr.with_score(cfg, chosen)
+            column, final = tr.column_of(chosen), tr.with_score(cfg, chosen)
             trial.set_user_attr("ranking", ranking)
         ev = tr.evaluate_column(cols, data, objective, column)
         for key, value in {"spec": final.as_dict(), "column": column, "metrics": ev.attrs(),
@@ -122,7 +122,7 @@ def method_scores(name: str, cfg: Any, data: ValidationData, models: Models, out
     study = studies.get(name)
     trial = best(study) if study is not None else None
     if trial is not None:
-        cols = tr.load_scores(out / trial.user_attrs["scores"])
+        cols = tr.add_calibrated(tr.load_scores(out / trial.user_attrs["scores"]), data)
         if not _same_rows(cols, data):
             raise UserError(f"study {name!r} in {out} was tuned on other validation rows: fuse with the limits and "
                             "seed it was tuned with")
