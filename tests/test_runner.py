@@ -201,6 +201,24 @@ def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
     assert spec_files({"type": "x", "folder": str(tiny_models[0]), "n": 3}, Path("d")) == [tiny_models[0]]
 
 
+def test_module_specs_hash_the_network_source_too(tmp_path: Path) -> None:
+    """A ``type: module`` spec's class file is in the manifest hashes: an edited network is noticed."""
+    from diffguard.eval.manifest import path_hash
+    from diffguard.specs.models import spec_files
+
+    net = tmp_path / "nets.py"
+    net.write_text("import torch\nclass Net(torch.nn.Module):\n    pass\n")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"0")
+    spec = {"type": "module", "class": f"{net}:Net", "weights": str(weights)}
+    assert spec_files(spec, Path("d")) == [weights, net]
+    before = [path_hash(p) for p in spec_files(spec, Path("d"))]
+    net.write_text("import torch\nclass Net(torch.nn.Module):\n    width = 2\n")
+    assert [path_hash(p) for p in spec_files(spec, Path("d"))] != before
+    pkg = spec_files({"type": "module", "class": "diffguard.nets.resnet:SmallResNet"}, Path("d"))
+    assert [p.name for p in pkg] == ["resnet.py"]
+
+
 def test_manifest_records_every_seed() -> None:
     from diffguard.cli.benchmark import run_seeds
 

@@ -64,6 +64,21 @@ def _import_module(name: str) -> Any:
             from err
 
 
+def source_file(target: str) -> Path | None:
+    """The Python file that defines ``target``'s module (a ``/path/file.py:Name`` file itself, else the module's
+    origin as the import system finds it), for the run manifest's hashes; None when it cannot be found."""
+    module_name = target.rpartition(":" if ":" in target else ".")[0]
+    if module_name.endswith(".py"):
+        path = Path(module_name).expanduser()
+        return path if path.is_file() else None
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(found, "origin", None)
+    return Path(origin) if origin and Path(origin).is_file() else None
+
+
 def import_object(target: str) -> Any:
     """The object named ``"package.module:attribute"`` (also ``"package.module.attribute"`` and
     ``"/path/to/file.py:attribute"``; the attribute may be dotted)."""

@@ -209,9 +209,16 @@ def build_backend(spec: ModelSpec) -> Any:
 
 
 def spec_files(spec: ModelSpec, default: Path) -> list[Path]:
-    """The files and folders a spec reads (for the run manifest's hashes); ``default`` for ``None``."""
+    """The files and folders a spec reads (for the run manifest's hashes); ``default`` for ``None``. A ``type:
+    module`` spec adds the source file of its class, so an edited network definition is noticed too."""
     if spec is None:
         return [default]
     if isinstance(spec, (str, os.PathLike)):
         return [Path(spec)]
-    return [Path(v) for k, v in spec.items() if k != "type" and isinstance(v, str) and Path(v).exists()]
+    files = [Path(v) for k, v in spec.items() if k != "type" and isinstance(v, str) and Path(v).exists()]
+    if spec.get("type") == "module" and isinstance(spec.get("class"), str):  # the network's code, too
+        from diffguard.classify.custom import source_file
+
+        src = source_file(spec["class"])
+        files += [src] if src is not None and src not in files else []
+    return files
