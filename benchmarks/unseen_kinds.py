@@ -10,6 +10,7 @@ it checks the choices made on validation data.
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 OMP_WAIT_POLICY=PASSIVE \\
         python benchmarks/unseen_kinds.py --method msp mds diffguard-cfg --n 16 --val 200 --threads 2
 
+``--method`` takes methods of the config and its fusion keys (``diffguard-cfg+mds``, ``dg+mds:weighted``).
 ``--set NAME.KEY=VALUE`` changes a method of the config (e.g. ``diffguard-cfg.score_distance=l1``,
 ``diffguard-cfg.calibration=class``). Prints one Markdown table: method, kind, flagged share, median score and the
 threshold.

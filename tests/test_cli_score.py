@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from diffguard.cli import main
+from diffguard.errors import ConfigError
 
 FAST = ["--set", "inversion.steps=6", "--set", "inversion.cap=4"]
 
@@ -131,3 +132,31 @@ def test_score_image_list_labels_give_metrics_and_nothing_scored_fails(tmp_path:
 def test_score_refuses_an_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["score", str(tmp_path / "empty")]) == 2
+
+
+def test_score_with_a_config_fusion_fits_both_parts_on_id_val(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                                              fake_fmnist_root: Path) -> None:
+    """``--config`` with a fusion key: both methods built, fitted, calibrated on the same ID-val rows, the fusion
+    rule fitted on their scores, and the threshold taken from the fused ID-val scores."""
+    from diffguard.eval.rebuild import calibrate_on_val
+    from diffguard.eval.run_config import build_run_config
+
+    cfg = {"benchmark": "fmnist6", "classifier": str(tiny_models[0]), "diffusion": str(tiny_models[1]),
+           "data_root": str(fake_fmnist_root),
+           "methods": [{"name": "msp"},
+                       {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg", "calibration": "class",
+                        "overrides": ["inversion.steps=6", "inversion.cap=4", "distances=('l1',)",
+                                      "score_distance=l1"]}],
+           "fusion": [{"baseline": "msp", "diffguard": "dg", "rule": "weighted", "weight": 0.5}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(json.dumps(cfg))
+    method, _, source = calibrate_on_val(build_run_config(cfg), "dg+msp:weighted", 6, 4)
+    assert set(method.detectors) == {"msp", "dg"} and set(method.calibrations) == {"dg"}
+    assert method.fusion.weight == 0.5 and "6 images" in source and np.isfinite(method.threshold)
+    with pytest.raises(ConfigError, match="not a fusion of this config"):
+        calibrate_on_val(build_run_config(cfg), "dg+knn", 6, 4)
+    out = tmp_path / "s.csv"
+    assert main(["score", str(_folder(tmp_path)), "--config", str(path), "--method", "dg+msp:weighted",
+                 "--val-limit", "6", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    rows = _rows(out)
+    assert sum(r["status"] == "ok" for r in rows.values()) == 4

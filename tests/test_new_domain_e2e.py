@@ -29,7 +29,7 @@ def test_new_domain_from_images_on_disk_to_scores(tmp_path: Path, capsys: pytest
         "benchmark": str(bench), "classifier": str(models / "clf"), "diffusion": str(models / "diff"),
         "batch_size": 8, "gallery": 1,
         "methods": [{"name": "msp"}, {"name": "knn", "params": {"k": 3}},
-                    {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg",
+                    {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg", "calibration": "class",
                      "overrides": ["inversion.steps=4", "inversion.cap=3", "distances=('l2','logits_l1')"]}],
         "fusion": [{"baseline": "knn", "diffguard": "dg"},
                    {"baseline": "msp", "diffguard": "dg", "rule": "weighted", "weight": 0.7}],

@@ -129,8 +129,6 @@ def from_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
     over += [f"{k}={v}" for k, v in (("classifier", args.classifier), ("diffusion", args.diffusion),
                                      ("data_root", args.data_root), ("device", args.device)) if v]
     cfg = load_run_config(args.config or "fmnist6", over)
-    if "+" in name:
-        raise ConfigError("a fusion needs both methods' validation scores: run `diffguard benchmark` and use --from")
     return calibrate_on_val(cfg, name, args.val_limit, args.batch_size, not args.no_progress)
 
 

@@ -236,37 +236,56 @@ def score_batches(fn: Any, x: Tensor, ids: Tensor, batch: int, progress: bool, d
 
 def calibrate_on_val(cfg: Any, name: str, val_limit: int | None, batch_size: int,
                      progress: bool = False) -> tuple[RebuiltMethod, Any, str]:
-    """A method of a run config made ready to score without a finished run: built, fitted on the benchmark's
-    ID-train (when it needs it), its calibration (when its spec names one) and its 95 %-TPR threshold taken from
-    ``val_limit`` seeded ID-val images (None: all). Returns (method, runner, description of the threshold)."""
-    from diffguard.detectors.base import classifier_outputs
-    from diffguard.detectors.calibration import create_calibration
+    """A method or fusion of a run config made ready to score without a finished run: each detector built and
+    fitted on the benchmark's ID-train (when it needs it); its calibration (when its spec names one), a fusion's
+    rule and the 95 %-TPR threshold fitted on ``val_limit`` seeded ID-val images (None: all), as a run's evaluation
+    fits them. ``name``: a method of ``cfg`` or a fusion key of it (``DG+BASELINE``, ``DG+BASELINE:weighted``).
+    Returns (method, runner, description of the threshold)."""
     from diffguard.eval.rows import select_rows
     from diffguard.eval.runner import Runner
-    from diffguard.specs.methods import build_method
 
-    if "+" in name:
-        raise ConfigError("a fusion needs both methods' validation scores: run `diffguard benchmark` and use --from")
+    fusions = {f.key: f for f in cfg.fusion}
+    if name not in fusions and "+" in name:
+        raise ConfigError(f"{name!r} is not a fusion of this config; its fusions: {sorted(fusions) or 'none'} (add "
+                          "a fusion entry, or run `diffguard benchmark` and use --from)")
     runner = Runner(cfg, Path("."), progress=False)
-    spec = cfg.method(name)
-    det = build_method(spec, runner.classifier, runner.backend, runner.members)
-    if det.needs.fit:
-        src = runner.sources[runner.spec.by_role("train")[0].name]
-        x = src.load(np.arange(len(src))).to(runner.device)
-        det.fit(classifier_outputs(runner.classifier, x, labels=src.labels.to(runner.device), batch_size=256))
+    parts = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
     val = runner.spec.by_role("val")[0].name
     src = runner.sources[val]
     rows = select_rows(len(src), val_limit, 0, val)
-    method = RebuiltMethod(name, spec.title, {name: det}, float("nan"), len(rows), classifier=runner.classifier)
+    x, ids = src.load(rows), src.ids[rows]
+    method = RebuiltMethod(name, cfg.method(name).title if name not in fusions else name, {}, float("nan"),
+                           len(rows), classifier=runner.classifier)
+    scores = {p: _fit_part(method, runner, p, x, ids, batch_size, progress) for p in parts}
+    if name in fusions:
+        f = fusions[name]
+        method.fusion, method.fusion_parts = f.build().fit(scores[f.baseline], scores[f.diffguard]), parts
+        method.title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
+        scores[name] = method.fusion.fuse(scores[f.baseline], scores[f.diffguard])
+    method.threshold = _threshold(scores[name])
+    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
+
+
+def _fit_part(method: RebuiltMethod, runner: Any, name: str, x: Tensor, ids: Tensor, batch_size: int,
+              progress: bool) -> np.ndarray:
+    """Build and fit one detector of ``method`` (added to it, with its calibration); returns its (calibrated)
+    ID-val scores of x (N, C, H, W)."""
+    from diffguard.detectors.base import classifier_outputs
+    from diffguard.detectors.calibration import create_calibration
+    from diffguard.specs.methods import build_method
+
+    spec = runner.cfg.method(name)
+    det = build_method(spec, runner.classifier, runner.backend, runner.members)
+    if det.needs.fit:
+        src = runner.sources[runner.spec.by_role("train")[0].name]
+        train = src.load(np.arange(len(src))).to(runner.device)
+        det.fit(classifier_outputs(runner.classifier, train, labels=src.labels.to(runner.device), batch_size=256))
+    method.detectors[name] = det
     cal = create_calibration(spec.calibration)
     if cal is None:
-        scores = score_batches(det.score_images, src.load(rows), src.ids[rows], batch_size, progress,
-                               "calibrating", runner.device)
-    else:  # calibration and threshold fitted on the same ID-val images, as a run's evaluation does
-        both = score_batches(lambda x, ids: np.stack(method.raw_and_labels(det, x, ids), 1), src.load(rows),
-                             src.ids[rows], batch_size, progress, "calibrating", runner.device)
-        labels = both[:, 1].astype(np.int64)
-        method.calibrations[name] = cal.fit(both[:, 0], labels)
-        scores = method.calibrations[name](both[:, 0], labels)
-    method.threshold = _threshold(scores)
-    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
+        return score_batches(det.score_images, x, ids, batch_size, progress, f"calibrating {name}", runner.device)
+    both = score_batches(lambda xb, ib: np.stack(method.raw_and_labels(det, xb, ib), 1), x, ids, batch_size,
+                         progress, f"calibrating {name}", runner.device)
+    labels = both[:, 1].astype(np.int64)
+    method.calibrations[name] = cal.fit(both[:, 0], labels)
+    return method.calibrations[name](both[:, 0], labels)
