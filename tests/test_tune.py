@@ -329,3 +329,14 @@ def test_a_spec_drawn_twice_reuses_the_stored_scores(tmp_path: Path, tiny_models
     first, second = load_studies(tmp_path / "out")["knn"].trials
     assert first.user_attrs["start"] and second.user_attrs["reused_from"] == 0
     assert second.user_attrs["scores"] == first.user_attrs["scores"] and second.value == first.value
+
+
+def test_report_labels_the_score_and_old_rankings() -> None:
+    from diffguard.tune.report import score_label, trial_note
+
+    assert score_label({"column": "dist:l1"}) == "l1"
+    assert score_label({"column": "cal:l1"}) == "l1 (class-calibrated)"
+    assert score_label({"column": "score"}) is None
+    old = {"ranking": [{"score": "l1"}, {"score": "l1+l2"}], "reused_from": 0}
+    assert trial_note(old) == "synthesis of #0; ranked before class calibration existed"
+    assert trial_note({"start": True, "ranking": [{"score": "l1|class"}]}) == "start spec"

@@ -39,6 +39,28 @@ def settings(t: FrozenTrial) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in t.params.items()) or "(defaults)"
 
 
+def score_label(attrs: dict[str, Any]) -> str | None:
+    """The chosen score column of a DiffGuard trial: ``l1``, or ``l1 (class-calibrated)``; None for others."""
+    column = attrs.get("column", "")
+    if column.startswith("dist:"):
+        return column[5:]
+    if column.startswith("cal:"):
+        return f"{column[4:]} (class-calibrated)"
+    return None
+
+
+def trial_note(attrs: dict[str, Any]) -> str:
+    """Where a trial came from (start spec, retry, reused synthesis) and whether its ranking predates the class
+    calibration (trials recorded before it existed were ranked on raw distances only)."""
+    notes = ["start spec"] if attrs.get("start") else []
+    notes += [f"retry of #{attrs['retry_of']}"] if "retry_of" in attrs else []
+    notes += [f"synthesis of #{attrs['reused_from']}"] if "reused_from" in attrs else []
+    ranking = attrs.get("ranking") or []
+    if ranking and not any("|" in r["score"] for r in ranking):
+        notes.append("ranked before class calibration existed")
+    return "; ".join(notes)
+
+
 def trial_line(name: str, t: FrozenTrial) -> str:
     """One printed line per finished trial."""
     head = f"trial {t.number} [{name}] {settings(t)}"
@@ -46,7 +68,7 @@ def trial_line(name: str, t: FrozenTrial) -> str:
         return f"{head}: {t.state.name.lower()} {t.user_attrs.get('pruned', '')}".rstrip()
     m, a = t.user_attrs["metrics"], t.user_attrs
     csid = "n/a" if m["csid_flag_rate"] is None else f"{100 * m['csid_flag_rate']:.2f} %"
-    score = f" score={a['column'][5:]}" if a.get("column", "").startswith("dist:") else ""
+    score = f" score={score_label(a)}" if score_label(a) else ""
     return (f"{head}{score}: objective {t.value:.4f} | AUROC {100 * m['mean_auroc']:.2f} % | csid flagged {csid} | "
             f"FPR@95 v1.5 {100 * m['fpr95_ood']:.2f} % | {a['seconds_per_image']:.3g} s/image")
 
@@ -56,10 +78,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     rows = []
     for t in ranked(study):
         m, a = t.user_attrs["metrics"], t.user_attrs
-        note = ("start spec" if a.get("start") else f"retry of #{a['retry_of']}" if "retry_of" in a else
-                f"synthesis of #{a['reused_from']}" if "reused_from" in a else "")
-        rows.append({"trial": t.number, "settings": settings(t),
-                     "score": a["column"][5:] if a.get("column", "").startswith("dist:") else None,
+        note = trial_note(a)
+        rows.append({"trial": t.number, "settings": settings(t), "score": score_label(a),
                      "objective": float(t.value), "AUROC": m["mean_auroc"],
                      **{f"AUROC {s}": v for s, v in m["auroc"].items()}, "FPR csid": m["csid_flag_rate"],
                      "FPR@95 (OOD-pos, v1.5)": m["fpr95_ood"], "FPR@95 (ID-pos, paper)": m["fpr95_id"],
