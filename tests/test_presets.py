@@ -43,7 +43,11 @@ def test_rules_and_or_combination():
 
 
 def test_registered_presets():
-    assert PRESETS.list() == ["fmnist6-cfg", "fmnist6-clean-grad", "gdm", "ldm"]
+    assert PRESETS.list() == ["fmnist6-cfg", "fmnist6-clean-grad", "fmnist6-fast", "fmnist6-tuned", "gdm", "ldm"]
+    for name in ("fmnist6-tuned", "fmnist6-fast"):  # chosen by diffguard tune (docs/tuning.md): CFG, fewer steps
+        kw = PRESETS.create(name)
+        assert isinstance(kw["guidance"], CFGGuidance) and kw["inversion"].steps < 50
+        assert kw["score_distance"] in kw["distances"]
     assert isinstance(PRESETS.create("fmnist6-cfg")["guidance"], CFGGuidance)
     assert isinstance(PRESETS.create("fmnist6-clean-grad")["guidance"], ClassifierGuidance)
 
