@@ -24,17 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from diffguard.detectors.fusion import robust_standardise
+
 CALIBRATIONS = ("class",)
 """Calibration names a method spec may give (``None``: raw scores)."""
-
-
-def _robust(x: np.ndarray) -> tuple[float, float]:
-    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
-    scale = float(q3 - q1)
-    if not scale > 0:
-        sd = float(np.std(x))
-        scale = sd if sd > 0 else 1.0
-    return float(med), scale
 
 
 def _scores(x: Any, name: str) -> np.ndarray:
@@ -82,8 +75,8 @@ class ClassCalibration:
         if s.size == 0:
             raise ValueError("ClassCalibration.fit needs at least one ID-val score")
         y = _labels(labels, s.size, "labels")
-        self._global = _robust(s)
-        self._per_class = {int(c): _robust(s[y == c]) for c in np.unique(y) if (y == c).sum() >= self.min_count}
+        self._global = robust_standardise(s)
+        self._per_class = {int(c): robust_standardise(s[y == c]) for c in np.unique(y) if (y == c).sum() >= self.min_count}
         return self
 
     def __call__(self, scores: Any, labels: Any) -> np.ndarray:
