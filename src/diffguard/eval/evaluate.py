@@ -104,8 +104,9 @@ def _calibrate(runner: Runner, store: ResultStore, method: str, table: Any, val:
     raw = val_scores[method]
     if spec.calibration is None or np.isnan(raw).any():
         return
-    cal = fitted_calibration(spec, raw, stored_labels(store, method, val, planned_ids(runner, val)))
-    val_scores[method] = calibrated(cal, raw, stored_labels(store, method, val, planned_ids(runner, val)))
+    labels = stored_labels(store, method, val, planned_ids(runner, val))
+    cal = fitted_calibration(spec, raw, labels)
+    val_scores[method] = calibrated(cal, raw, labels)
     for n in shifted:
         shifted[n] = calibrated(cal, shifted[n], stored_labels(store, method, n, planned_ids(runner, n)))
     scores = table.scores[method]
