@@ -11,24 +11,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import ModuleClassifier
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.early_stop import psnr_below
 from diffguard.diffusion.inversion import Inversion
 from diffguard.guidance.classifier import ClassifierGuidance
 from diffguard.guidance.masked_cfg import CFGGuidance
-from diffguard.nets.resnet import SmallResNet
-from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet
+from tiny_nets import tiny_pixel_models
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    cfg = DiffusionTrainConfig(channels=(8, 16, 16), attention_lowest=False)
-    backend = PixelBackend(build_unet(cfg).eval(), build_scheduler(cfg).alphas_cumprod, null_label=6, channels=1)
-    clf = ModuleClassifier(SmallResNet(6, width=4).eval(), 6, "layer4", resolution=(28, 28))
+    backend, clf = tiny_pixel_models(0)
     x = torch.rand(6, 1, 28, 28) * 2 - 1
     x = x * torch.tensor([1.0, 0.2, 0.5, 1.0, 0.3, 0.8]).view(-1, 1, 1, 1)  # different stop levels
     return backend, clf, x
