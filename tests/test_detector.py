@@ -121,6 +121,36 @@ def test_bad_options(tiny):
         Inversion(variant="backwards")
 
 
+def test_combined_score_is_the_sum_of_validation_z_scores(tiny):
+    backend, clf, x = tiny
+    scales = {"gmsd": (0.05, 0.02), "l2": (10.0, 4.0)}
+    det = DiffGuard(clf, backend, GUIDANCES["dsg"], Inversion(steps=6, cap=4), distances=("l2", "gmsd", "l1"),
+                    score_distance="gmsd+l2", score_scales=scales)
+    res = det.analyze(x)
+    want = (res.distances["gmsd"] - 0.05) / 0.02 + (res.distances["l2"] - 10.0) / 4.0
+    assert torch.allclose(res.score, want) and not torch.allclose(res.score, res.distances["l2"])
+    assert det.params()["score_scales"] == scales
+    # one distance with a scale: the same ranking, affine
+    single = DiffGuard(clf, backend, GUIDANCES["dsg"], Inversion(steps=6, cap=4), distances=("l2",),
+                       score_scales={"l2": (10.0, 4.0)})
+    assert torch.allclose(single.analyze(x).score, (res.distances["l2"] - 10.0) / 4.0)
+    assert "score_scales" not in DiffGuard(clf, backend, GUIDANCES["dsg"]).params()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"score_distance": "gmsd+l2"}, "needs score_scales"),
+    ({"score_distance": "gmsd+l2", "score_scales": {"gmsd": (0.0, 1.0)}}, "no entry for distance 'l2'"),
+    ({"score_distance": "gmsd+l2", "score_scales": {"gmsd": (0.0, 1.0), "l2": (0.0, 0.0)}}, "scale finite and > 0"),
+    ({"score_distance": "gmsd+l2", "score_scales": {"gmsd": (0.0,), "l2": (0.0, 1.0)}}, "must be \\(median, scale\\)"),
+    ({"score_distance": "gmsd+ssim", "score_scales": {"gmsd": (0, 1), "ssim": (0, 1)}}, "add them to distances"),
+    ({"score_distance": "l2+l2", "score_scales": {"l2": (0, 1)}}, "each once"),
+])
+def test_combined_score_refuses_incomplete_scales(tiny, kwargs, message):
+    backend, clf, _ = tiny
+    with pytest.raises(ValueError, match=message):
+        DiffGuard(clf, backend, GUIDANCES["dsg"], distances=("l2", "gmsd"), **kwargs)
+
+
 def test_dsg_mask_from_prediction_or_guided_label(tiny):
     backend, clf, x = tiny
     pred = clf.logits(x).argmax(1)

@@ -245,15 +245,46 @@ def test_diffguard_trials_choose_the_distance_post_hoc(tuned) -> None:
         ranking = t.user_attrs["ranking"]
         assert {"l2", "logits_l1", "l2|class"} <= {r["score"] for r in ranking}
         assert any("+" in r["score"] for r in ranking)
-        assert all(r["deployable"] == ("+" not in r["score"]) for r in ranking)
-        best = next(r["score"] for r in ranking if r["deployable"])
+        assert all(("scales" in r) == ("+" in r["score"]) for r in ranking)
+        assert ranking[0]["objective"] == max(r["objective"] for r in ranking)
+        best = ranking[0]["score"]
         distance, _, calibration = best.partition("|")
-        assert t.user_attrs["column"] == ("cal:" if calibration else "dist:") + distance
-        assert t.user_attrs["spec"]["params"]["overrides"][-1] == f"score_distance={distance}"
+        prefix = "sum:" if "+" in distance else "cal:" if calibration else "dist:"
+        assert t.user_attrs["column"] == prefix + distance
+        overrides = t.user_attrs["spec"]["params"]["overrides"]
+        assert f"score_distance={distance}" in overrides
+        assert any(o.startswith("score_scales=") for o in overrides) == ("+" in distance)
         assert t.user_attrs["spec"].get("calibration") == (calibration or None)
         cols = np.load(out / t.user_attrs["scores"])
         assert {"val::dist:l2", "val-ood::dist:gmsd", "val-csid::ids"} <= set(cols.files)
         assert not any(k.startswith(("test", "near1")) for k in cols.files)
+
+
+def test_a_tuned_distance_pair_deploys_as_ranked(tuned, tiny_models: tuple[Path, Path]) -> None:
+    """The spec written for a pair ``a+b`` (score_distance + ID-val score_scales) scores ID-val images exactly as
+    the ranking's z-scored sum did."""
+    from diffguard.specs.methods import build_method
+    from diffguard.tune import trials as tr
+    from diffguard.tune.data import Models
+
+    out, _, _ = tuned
+    trial = next(t for t in load_studies(out)["dg"].trials if t.state.name == "COMPLETE")
+    row = next(r for r in trial.user_attrs["ranking"] if "+" in r["score"])
+    root = out.parent / "data"
+    cfg = tiny_cfg(tiny_models, root)
+    data = ValidationData(make_benchmark(root), str(root), Limits(val=10, val_ood=6, csid=6))
+    cols = tr.add_sum(tr.load_scores(out / trial.user_attrs["scores"]), data, tr.column_of(row["score"]))
+    spec = tr.with_score(MethodConfig.from_dict(trial.user_attrs["spec"]), row["score"], row["scales"])
+    assert spec.params["overrides"][-2:] == [f"score_distance={row['score']}", "score_scales=" + repr(
+        {n: tuple(v) for n, v in row["scales"].items()})]
+    models = Models(cfg, torch.device("cpu"))
+    det = build_method(spec, models.classifier, models.backend(), [])
+    x, ids, labels = next(data.batches(data.val, 64, torch.device("cpu")))
+    got = det.details(x, ids, labels).score.double().numpy()
+    # the detector computes in float32, the ranking in float64
+    np.testing.assert_allclose(got, cols[data.val][tr.column_of(row["score"])], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="needs its ID-val scales"):
+        tr.with_score(spec, row["score"])
 
 
 def test_fusion_rule_is_tuned_on_stored_scores(tuned) -> None:

@@ -26,6 +26,7 @@ from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.diffusion.inversion import Inversion
 from diffguard.distances import create_distance
+from diffguard.distances.combined import check_scales, combined_score, score_names
 from diffguard.errors import ConfigError
 from diffguard.guidance.classifier import ClassifierGuidance
 from diffguard.guidance.masked_cfg import CFGGuidance
@@ -76,7 +77,9 @@ class DiffGuard(DetectorBase):
         inversion: grid, early stop and start convention (:class:`Inversion`).
         reference: "input" or "unguided" (an unguided reconstruction from the same latent).
         distances: names from ``diffguard.distances`` to compute; ``score_distance`` names the one used as the
-            score (default: the first).
+            score (default: the first), or several joined by "+" (e.g. ``"gmsd+l2"``), scored as the sum of their
+            robust z-scores with ``score_scales`` = {name: (median, scale)} measured on ID-val
+            (:mod:`diffguard.distances.combined`; ``diffguard tune`` writes them).
         label_mode: "predicted" or "oracle" (needs ``y_true`` in :meth:`analyze`).
         seed: seeds the per-sample crop generators and the oracle's random OOD labels.
         distance_kwargs: constructor arguments per distance name (e.g. ``{"dists": {"weights": path}}``).
@@ -89,6 +92,7 @@ class DiffGuard(DetectorBase):
     reference: Reference = "input"
     distances: Sequence[str] = ("l2",)
     score_distance: str | None = None
+    score_scales: dict[str, tuple[float, float]] | None = None
     label_mode: LabelMode = "predicted"
     seed: int = 0
     distance_kwargs: dict[str, dict] = field(default_factory=dict)
@@ -103,9 +107,15 @@ class DiffGuard(DetectorBase):
         if self.label_mode not in ("predicted", "oracle"):
             raise ConfigError(f"label_mode must be 'predicted' or 'oracle', got {self.label_mode!r}")
         self.score_distance = self.score_distance or self.distances[0]
-        if self.score_distance not in self.distances:
-            raise ConfigError(f"score_distance {self.score_distance!r} is not among the distances "
-                              f"{list(self.distances)}")
+        try:
+            self._score_names = score_names(self.score_distance)
+            self._scales = check_scales(self._score_names, self.score_scales)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        missing = [n for n in self._score_names if n not in self.distances]
+        if missing:
+            raise ConfigError(f"score_distance {self.score_distance!r} uses {missing}, not among the distances "
+                              f"{list(self.distances)}: add them to distances")
         self._dist = {n: create_distance(n, **self._distance_args(n)) for n in self.distances}
         self.levels = self.inversion.levels(self.backend.alphas_cumprod)
 
@@ -119,7 +129,8 @@ class DiffGuard(DetectorBase):
         """The configuration (everything but the models), for reports and manifests."""
         return {"guidance": self.guidance, "inversion": self.inversion, "reference": self.reference,
                 "distances": tuple(self.distances), "score_distance": self.score_distance,
-                "label_mode": self.label_mode, "seed": self.seed}
+                **({"score_scales": self._scales} if self._scales else {}), "label_mode": self.label_mode,
+                "seed": self.seed}
 
     def predict(self, x: Tensor, **kwargs: object) -> Tensor:
         """OOD scores (B,), higher = more OOD. x: (B, C, H, W) in [-1, 1]. kwargs go to :meth:`analyze`."""
@@ -186,7 +197,8 @@ class DiffGuard(DetectorBase):
         ref = unguided if self.reference == "unguided" else x
         with torch.no_grad():
             dists = {n: d(ref, synth) for n, d in self._dist.items()}
-        return DiffGuardResult(dists[self.score_distance], dists, synth, ref, unguided, y, logits.argmax(1), logits,
+        score = combined_score(dists, self._score_names, self._scales)
+        return DiffGuardResult(score, dists, synth, ref, unguided, y, logits.argmax(1), logits,
                                stop, start)
 
     def _invert(self, x: Tensor) -> tuple[Tensor, Tensor]:

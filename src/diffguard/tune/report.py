@@ -169,8 +169,10 @@ def write_report(out: Path, cfg: Any, data: ValidationData, objective: Objective
             lines += [table, ""]
             log(f"\n{name}:\n{markdown_table(rows[:10])}")
         if top is not None and top.user_attrs.get("ranking"):
-            lines += ["Post-hoc scores of the chosen synthesis (pairs: sum of robust z-scores on ID-val; not yet a "
-                      "method option):", "", markdown_table(top.user_attrs["ranking"]), ""]
+            shown = [{k: v for k, v in r.items() if k != "scales"} for r in top.user_attrs["ranking"]]
+            lines += ["Post-hoc scores of the chosen synthesis (`a+b`: sum of robust z-scores with ID-val medians "
+                      "and scales, a spec's `score_distance: a+b` with `score_scales`; `|class`: class-calibrated):",
+                      "", markdown_table(shown), ""]
         summary["studies"][name] = {"trials": len(study.trials), "best": None if top is None else {
             "number": top.number, "objective": top.value, "params": top.params, "spec": top.user_attrs["spec"],
             "metrics": top.user_attrs["metrics"], "seconds_per_image": top.user_attrs["seconds_per_image"]}}

@@ -7,10 +7,11 @@ batch; their cost is the wall time of ``details`` per image. Fits (KNN, ViM, MDS
 
 DiffGuard (``Space.post_hoc == "distance"``): each trial computes every available distance in one synthesis pass
 (``dist:<name>`` columns) and :func:`rank_scores` ranks each distance and the sum of every pair of them after a
-robust standardisation on ID-val (z = (s - median) / IQR). The trial's objective is that of the best single
-distance (a method spec can name one ``score_distance``), raw or class-calibrated (``<name>|class``: the method
-spec's ``calibration: class``, scored on ID-val out of sample by 2-fold cross-fitting); pairs are ranked and
-recorded beside it.
+robust standardisation on ID-val (z = (s - median) / IQR). The trial's objective is that of the best of them: a
+single distance, raw or class-calibrated (``<name>|class``: the method spec's ``calibration: class``, scored on
+ID-val out of sample by 2-fold cross-fitting), or a pair ``<a>+<b>`` (the spec's ``score_distance: a+b`` with
+the ID-val medians and scales as ``score_scales``, :mod:`diffguard.distances.combined`; two statistics per
+distance, so they are fitted on all of ID-val).
 """
 
 from __future__ import annotations
@@ -111,12 +112,19 @@ def with_every_distance(cfg: MethodConfig) -> MethodConfig:
     return cfg.with_option("distances", repr(tuple(names)))
 
 
-def with_score(cfg: MethodConfig, choice: str) -> MethodConfig:
-    """The deployable spec: only the chosen distance, as the score; ``<name>|class`` also sets the class
-    calibration."""
-    distance, _, cal = choice.partition("|")
-    out = tidy(cfg.with_option("distances", repr((distance,))).with_option("score_distance", distance))
-    return dataclasses.replace(out, calibration=cal or None)
+def with_score(cfg: MethodConfig, choice: str, scales: dict[str, Any] | None = None) -> MethodConfig:
+    """The deployable spec: only the chosen distance(s), as the score; ``<name>|class`` also sets the class
+    calibration; a pair ``<a>+<b>`` needs its ID-val ``scales`` {name: (median, scale)} (its ranking row's)."""
+    from diffguard.distances.combined import score_names
+
+    score, _, cal = choice.partition("|")
+    names = score_names(score)
+    out = cfg.with_option("distances", repr(names)).with_option("score_distance", score)
+    if len(names) > 1:
+        if scales is None:
+            raise ValueError(f"the combined score {score!r} needs its ID-val scales")
+        out = out.with_option("score_scales", repr({n: tuple(float(v) for v in scales[n]) for n in names}))
+    return dataclasses.replace(tidy(out), calibration=cal or None)
 
 
 def tidy(cfg: MethodConfig) -> MethodConfig:
@@ -175,6 +183,7 @@ def evaluate_column(cols: Columns, data: ValidationData, objective: Objective, c
 
 
 CAL = "cal:"  # column prefix of class-calibrated distances, e.g. "cal:l1"
+SUM = "sum:"  # column prefix of z-scored distance sums, e.g. "sum:gmsd+l2"
 
 
 def add_calibrated(cols: Columns, data: ValidationData) -> Columns:
@@ -196,9 +205,29 @@ def add_calibrated(cols: Columns, data: ValidationData) -> Columns:
 
 
 def column_of(choice: str) -> str:
-    """The score column of a ranked choice: ``l1`` -> ``dist:l1``, ``l1|class`` -> ``cal:l1``."""
+    """The score column of a ranked choice: ``l1`` -> ``dist:l1``, ``l1|class`` -> ``cal:l1``,
+    ``gmsd+l2`` -> ``sum:gmsd+l2`` (made by :func:`add_sum`)."""
     name, _, cal = choice.partition("|")
+    if "+" in name:
+        return SUM + name
     return CAL + name if cal else f"dist:{name}"
+
+
+def id_val_scales(cols: Columns, data: ValidationData, names: Any) -> dict[str, tuple[float, float]]:
+    """{name: (median, scale)} of each raw distance on ID-val (the constants of a combined score)."""
+    return {n: robust_standardise(cols[data.val][f"dist:{n}"]) for n in names}
+
+
+def add_sum(cols: Columns, data: ValidationData, column: str) -> Columns:
+    """Add the ``sum:<a>+<b>`` column (z-scored with ID-val scales, as the deployed detector computes it) when
+    ``column`` is one and missing; other columns are left alone. Changes and returns ``cols``."""
+    if not column.startswith(SUM) or column in cols[data.val]:
+        return cols
+    names = column[len(SUM):].split("+")
+    scales = id_val_scales(cols, data, names)
+    for c in cols.values():
+        c[column] = sum((c[f"dist:{n}"] - m) / sc for n, (m, sc) in scales.items())
+    return cols
 
 
 def rank_scores(cols: Columns, data: ValidationData, objective: Objective) -> list[dict[str, Any]]:
@@ -207,19 +236,19 @@ def rank_scores(cols: Columns, data: ValidationData, objective: Objective) -> li
     names = sorted(k[5:] for k in cols[data.val] if k.startswith("dist:"))
     cand = {n: {s: c[f"dist:{n}"] for s, c in cols.items()} for n in names}
     calibrated = {f"{n}|class": {s: c[CAL + n] for s, c in cols.items()} for n in names if CAL + n in cols[data.val]}
-    z = {}
-    for n in names:
-        med, scale = robust_standardise(cand[n][data.val])
-        z[n] = {s: (v - med) / scale for s, v in cand[n].items()}
+    scales = id_val_scales(cols, data, names)
+    z = {n: {s: (v - scales[n][0]) / scales[n][1] for s, v in cand[n].items()} for n in names}
     for a, b in itertools.combinations(names, 2):
         cand[f"{a}+{b}"] = {s: z[a][s] + z[b][s] for s in cols}
     cand.update(calibrated)
     rows = []
     for key, by_set in cand.items():
         ev = evaluate_column({s: {"x": v} for s, v in by_set.items()}, data, objective, "x")
-        rows.append({"score": key, "deployable": "+" not in key, "objective": ev.objective,
+        pair = {n: list(scales[n]) for n in key.split("+")} if "+" in key else None
+        rows.append({"score": key, "objective": ev.objective,
                      "AUROC": ev.mean_auroc, "FPR csid": ev.csid_flag_rate, "FPR@95 (OOD-pos, v1.5)": ev.fpr95_ood,
-                     "FPR@95 (ID-pos, paper)": ev.fpr95_id, "_key": ev.sort_key()})
+                     "FPR@95 (ID-pos, paper)": ev.fpr95_id, "_key": ev.sort_key(),
+                     **({"scales": pair} if pair else {})})
     rows.sort(key=lambda r: r.pop("_key"))
     return rows
 

@@ -87,8 +87,9 @@ def method_plan(start: MethodConfig, data: ValidationData, models: Models, objec
         column, final = "score", tr.tidy(cfg)
         if space.post_hoc == "distance":
             ranking = tr.rank_scores(tr.add_calibrated(cols, data), data, objective)
-            chosen = next(r["score"] for r in ranking if r["deployable"])
-            column, final = tr.column_of(chosen), tr.with_score(cfg, chosen)
+            chosen = ranking[0]
+            column, final = tr.column_of(chosen["score"]), tr.with_score(cfg, chosen["score"], chosen.get("scales"))
+            tr.add_sum(cols, data, column)
             trial.set_user_attr("ranking", ranking)
         ev = tr.evaluate_column(cols, data, objective, column)
         for key, value in {"spec": final.as_dict(), "column": column, "metrics": ev.attrs(),
@@ -127,6 +128,7 @@ def method_scores(name: str, cfg: Any, data: ValidationData, models: Models, out
             raise UserError(f"study {name!r} in {out} was tuned on other validation rows: fuse with the limits and "
                             "seed it was tuned with")
         column = trial.user_attrs["column"]
+        tr.add_sum(cols, data, column)
         picked = {s: {"ids": c["ids"], "score": c[column]} for s, c in cols.items()}
         return MethodScores(name, f"{name}-tuned", picked, trial.user_attrs["seconds_per_image"],
                             f"study {name}, trial {trial.number}")
