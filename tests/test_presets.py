@@ -47,7 +47,8 @@ def test_registered_presets():
     for name in ("fmnist6-tuned", "fmnist6-fast"):  # chosen by diffguard tune (docs/tuning.md): CFG, fewer steps
         kw = PRESETS.create(name)
         assert isinstance(kw["guidance"], CFGGuidance) and kw["inversion"].steps < 50
-        assert kw["score_distance"] in kw["distances"]
+        assert set(kw["score_distance"].split("+")) <= set(kw["distances"])
+        assert set(kw.get("score_scales") or {}) == ({"gmsd", "l2"} if name == "fmnist6-tuned" else set())
     assert isinstance(PRESETS.create("fmnist6-cfg")["guidance"], CFGGuidance)
     assert isinstance(PRESETS.create("fmnist6-clean-grad")["guidance"], ClassifierGuidance)
 

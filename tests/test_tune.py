@@ -367,6 +367,7 @@ def test_report_labels_the_score_and_old_rankings() -> None:
 
     assert score_label({"column": "dist:l1"}) == "l1"
     assert score_label({"column": "cal:l1"}) == "l1 (class-calibrated)"
+    assert score_label({"column": "sum:gmsd+l2"}) == "gmsd+l2"
     assert score_label({"column": "score"}) is None
     old = {"ranking": [{"score": "l1"}, {"score": "l1+l2"}], "reused_from": 0}
     assert trial_note(old) == "synthesis of #0; ranked before class calibration existed"

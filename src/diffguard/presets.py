@@ -117,12 +117,16 @@ def fmnist6_cfg() -> dict[str, Any]:
 @PRESETS.register("fmnist6-tuned")
 def fmnist6_tuned() -> dict[str, Any]:
     """Embedded models, chosen by ``diffguard tune`` on validation data only (docs/tuning.md): ``fmnist6-cfg`` at 25
-    DDIM steps with the inversion capped at level 20, scored by L2 (raw: class calibration raised the AUROC but
-    also the covariate-shift false alarms, and lost on the objective with 600 images per validation set)."""
+    DDIM steps with the inversion capped at level 20, scored by GMSD + L2, the sum of both distances' robust
+    z-scores (:mod:`diffguard.distances.combined`; class calibration raised the AUROC but also the covariate-shift
+    false alarms, and lost on the objective with 600 images per validation set). The scales are the medians and
+    inter-quartile ranges of the two distances on the 600 ID-val images of docs/results/tune-fmnist6/pairs/ with the
+    shipped diffusion model; with another model, measure them again (``diffguard tune``)."""
     return dict(
         inversion=Inversion(steps=25, spacing="even", cap=20),
         guidance=CFGGuidance(scale=3.0, cam_cut=0.1),
-        reference="input", distances=FMNIST6_DISTANCES, score_distance="l2",
+        reference="input", distances=FMNIST6_DISTANCES, score_distance="gmsd+l2",
+        score_scales={"gmsd": (0.154855, 0.130509), "l2": (3.79493, 2.88400)},
     )
 
 

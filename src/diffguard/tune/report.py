@@ -40,10 +40,12 @@ def settings(t: FrozenTrial) -> str:
 
 
 def score_label(attrs: dict[str, Any]) -> str | None:
-    """The chosen score column of a DiffGuard trial: ``l1``, or ``l1 (class-calibrated)``; None for others."""
+    """The chosen score column of a DiffGuard trial: ``l1``, ``l1 (class-calibrated)`` or ``gmsd+l2`` (a sum of
+    ID-val z-scores); None for others."""
     column = attrs.get("column", "")
-    if column.startswith("dist:"):
-        return column[5:]
+    for prefix in ("dist:", "sum:"):
+        if column.startswith(prefix):
+            return column[len(prefix):]
     if column.startswith("cal:"):
         return f"{column[4:]} (class-calibrated)"
     return None
