@@ -11,11 +11,20 @@ models, settings and formulas, so the two can be timed in one process and their 
   is built and never used), and derives x0-hat from that second call;
 * the classifier sees the cutouts of one image per call.
 
+For CFG (+ DSG) guidance the authors' path (their LDM) is batched as production is: one fused network call on 2B
+rows per step, no early stop (section 7.1). Its re-enactment is production plus the two extra classifier forwards
+on the input that the authors' code makes to save features (section 7.2).
+
 Not re-enacted: cuDNN switched off (GPU only), per-call metric construction and distributed barriers.
-Clean-Grad guidance (``ClassifierGuidance``, gradient "mixed") only: the authors' CFG path (LDM) is already batched.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \\
         python benchmarks/authors_structure.py --preset fmnist6-clean-grad --n 64 --threads 2
+
+Speed at equal quality (issue 13, point 7): ``--fast PRESET`` also times production with another preset on the
+same images, alternating batch by batch with the authors' structure of ``--preset``, and prints the ratio (which
+settings have equal validation AUROC is the tuning report's business, docs/tuning.md):
+
+    python benchmarks/authors_structure.py --preset fmnist6-cfg --fast fmnist6-fast --n 64 --threads 2
 
 Prints one Markdown table and writes ``authors_structure.json`` to ``--out``.
 """
@@ -33,7 +42,9 @@ from torch import Tensor
 
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.diffusion.inversion import null_eps
+from diffguard.distances.combined import combined_score, score_names
 from diffguard.guidance.classifier import ClassifierGuidance, LatentClassifier
+from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.ddim import StopRule, ddim_step
 from diffguard.guidance.classifier import class_log_prob, clip_eps
 from diffguard.guidance.cutout import Cutouts
@@ -47,8 +58,11 @@ def authors_scores(det: DiffGuard, x: Tensor, ids: Tensor, stop: StopRule | None
     ``stop``: the early-stop rule to re-evaluate on all samples at every step (default: the detector's own; pass
     an uncached one to re-enact the recomputed reference features).
     """
+    if isinstance(det.guidance, CFGGuidance):
+        return authors_scores_cfg(det, x, ids)
     if not isinstance(det.guidance, ClassifierGuidance) or det.guidance.gradient != "mixed":
-        raise ValueError("the re-enactment covers Clean-Grad guidance with gradient='mixed' (the authors' GDM)")
+        raise ValueError("the re-enactment covers Clean-Grad guidance with gradient='mixed' (the authors' GDM) "
+                         "and CFG guidance (their LDM)")
     if det.label_mode != "predicted":
         raise ValueError("the re-enactment covers label_mode='predicted'")
     with torch.no_grad():
@@ -67,6 +81,15 @@ def authors_scores(det: DiffGuard, x: Tensor, ids: Tensor, stop: StopRule | None
         synth_t = det.backend.decode(torch.cat(synth))
         ref = det.backend.decode(torch.cat(unguided)) if both else x
         return {n: d(ref, synth_t) for n, d in det._dist.items()}
+
+
+def authors_scores_cfg(det: DiffGuard, x: Tensor, ids: Tensor) -> dict[str, Tensor]:
+    """The authors' CFG (+ DSG) structure: production's batched work (prediction, Grad-CAM, inversion, fused 2B
+    denoising) plus two more classifier forwards on the input (their feature saving). (B,) per distance."""
+    with torch.no_grad():
+        for _ in range(2):
+            det.classifier.logits(x)
+    return det.analyze(x, ids=ids).distances
 
 
 def invert_all_running(det: DiffGuard, x: Tensor, stop: StopRule | None) -> tuple[Tensor, Tensor]:
@@ -166,13 +189,35 @@ def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
         for n in det.distances:
             prod[n].append(res.distances[n])
             auth[n].append(a[n])
-    diffs = {n: float((torch.cat(prod[n]) - torch.cat(auth[n])).abs().max().cpu()) for n in det.distances}
+    prod_d, auth_d = ({k: torch.cat(v) for k, v in d.items()} for d in (prod, auth))
+    diffs = {n: float((prod_d[n] - auth_d[n]).abs().max().cpu()) for n in det.distances}
+    names, scales = score_names(det.score_distance), det.score_scales or {}
+    score_diff = (combined_score(prod_d, names, scales) - combined_score(auth_d, names, scales)).abs().max()
     n = x.shape[0]
     return {"images": n, "production_s": t_prod, "authors_s": t_auth, "production_img_s": n / t_prod,
             "authors_img_s": n / t_auth, "speedup": t_auth / t_prod, "score": det.score_distance,
-            "max_abs_diff_score": diffs[det.score_distance], "max_abs_diff": diffs,
+            "max_abs_diff_score": float(score_diff), "max_abs_diff": diffs,
             "evals_per_image": {k: {name: v / n for name, v in sorted(c.images().items())}
                                 for k, c in counters.items()}}
+
+
+def equal_quality(authors_det: DiffGuard, fast_det: DiffGuard, x: Tensor, batch_size: int) -> dict:
+    """Seconds per image of ``authors_det`` in the authors' structure and of ``fast_det`` in production, on the
+    same images, alternating batch by batch; ``ratio`` = authors' time / fast time."""
+    authors_scores(authors_det, x[:1], torch.arange(1))  # warm-up
+    fast_det.analyze(x[:2])
+    t_auth = t_fast = 0.0
+    for i in range(0, x.shape[0], batch_size):
+        xb, ids = x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0]))
+        t0 = time.perf_counter()
+        authors_scores(authors_det, xb, ids)
+        _sync(xb)
+        t1 = time.perf_counter()
+        fast_det.analyze(xb, ids=ids)
+        _sync(xb)
+        t_auth, t_fast = t_auth + t1 - t0, t_fast + time.perf_counter() - t1
+    n = x.shape[0]
+    return {"authors_s_per_image": t_auth / n, "fast_s_per_image": t_fast / n, "ratio": t_auth / t_fast}
 
 
 def batch_sensitivity(det: DiffGuard, x: Tensor, batch_size: int) -> float:
@@ -201,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="float64 keeps batch-size-dependent float32 rounding from being amplified by the guidance")
+    p.add_argument("--fast", default=None, metavar="PRESET",
+                   help="also time production with this preset against the authors' structure of --preset")
     p.add_argument("--batch-sensitivity", action="store_true",
                    help="also rerun production one image at a time and report how much its scores move")
     p.add_argument("--data-root", default=None)
@@ -220,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     row = {"preset": args.preset, "dtype": args.dtype, **side_by_side(det, x, args.batch_size)}
     if args.batch_sensitivity:
         row["production_batch1_max_abs_diff_score"] = batch_sensitivity(det, x, args.batch_size)
+    if args.fast:
+        row["equal_quality"] = {"fast": args.fast, **equal_quality(det, create_detector(args.fast, clf, backend), x,
+                                                                   args.batch_size)}
     record = {"command": command_line(), "machine": machine(), "device": str(device), "batch_size": args.batch_size,
               "rows": [row]}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_sensitivity:
         print(f"\nproduction batch {args.batch_size} vs batch 1, max abs score difference: "
               f"{row['production_batch1_max_abs_diff_score']:.2e}")
+    if args.fast:
+        q = row["equal_quality"]
+        print(f"\n| setting | structure | s / image |\n|---|---|---|\n| {args.preset} | authors' | "
+              f"{q['authors_s_per_image']:.4f} |\n| {args.fast} | production | {q['fast_s_per_image']:.4f} |\n\n"
+              f"speed ratio (authors' {args.preset} / production {args.fast}): {q['ratio']:.2f}x")
     print(f"\nnetwork evaluations per image: {row['evals_per_image']}")
     print(f"max abs difference per distance: {row['max_abs_diff']}\nmachine: {record['machine']}")
     return 0

@@ -85,4 +85,25 @@ def test_authors_structure_gives_the_production_scores(tiny, reference):
     assert row["speedup"] > 0 and row["images"] == 3
     ids = torch.tensor([4, 5, 6])
     with pytest.raises(ValueError, match="Clean-Grad"):
-        authors.authors_scores(DiffGuard(clf, backend, CFGGuidance()), x, ids)
+        authors.authors_scores(DiffGuard(clf, backend, ClassifierGuidance(gradient="x0")), x, ids)
+
+
+def test_authors_cfg_structure_and_speed_at_equal_quality(tiny):
+    backend, clf, x = tiny
+    slow = DiffGuard(clf, backend, CFGGuidance(scale=3.0, cam_cut=0.1), Inversion(steps=8, cap=6),
+                     distances=("l2", "gmsd"), score_distance="gmsd+l2", score_scales={"gmsd": (0, 1), "l2": (1, 2)})
+    fast = DiffGuard(clf, backend, CFGGuidance(scale=3.0, cam_cut=0.1), Inversion(steps=4, cap=3))
+    authors = load_script("authors_structure")
+    ids = torch.arange(3)
+    got = authors.authors_scores(slow, x, ids)  # the CFG path: production's batched work plus classifier forwards
+    assert torch.equal(got["l2"], slow.analyze(x, ids=ids).distances["l2"])
+    with NetworkCounter(network_modules(slow), keep_inputs=False) as c:
+        authors.authors_scores(slow, x, ids)
+    with NetworkCounter(network_modules(slow), keep_inputs=False) as p:
+        slow.analyze(x, ids=ids)
+    extra = {k: c.images()[k] - p.images().get(k, 0) for k in c.images()}
+    assert extra == {"classifier fwd": 2 * x.shape[0], "diffusion fwd": 0, "classifier fwd+bwd": 0}
+    row = authors.side_by_side(slow, x, batch_size=3)
+    assert row["max_abs_diff_score"] == 0 and row["score"] == "gmsd+l2"
+    q = authors.equal_quality(slow, fast, x, batch_size=3)
+    assert q["ratio"] == pytest.approx(q["authors_s_per_image"] / q["fast_s_per_image"]) and q["ratio"] > 0
