@@ -14,17 +14,12 @@ from diffguard.diffusion.inversion import Inversion
 from diffguard.guidance.classifier import ClassifierGuidance
 from diffguard.guidance.masked_cfg import CFGGuidance
 from diffguard.diffusion.early_stop import psnr_below
-from diffguard.nets.resnet import SmallResNet
-from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet
+from tiny_nets import tiny_pixel_models
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    cfg = DiffusionTrainConfig(channels=(8, 16, 16), attention_lowest=False)
-    unet = build_unet(cfg).eval()
-    backend = PixelBackend(unet, build_scheduler(cfg).alphas_cumprod, null_label=6, channels=1)
-    clf = ModuleClassifier(SmallResNet(6, width=4).eval(), 6, "layer4", resolution=(28, 28))
+    backend, clf = tiny_pixel_models(0)
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     return backend, clf, x
 
