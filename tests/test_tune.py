@@ -372,3 +372,5 @@ def test_report_labels_the_score_and_old_rankings() -> None:
     old = {"ranking": [{"score": "l1"}, {"score": "l1+l2"}], "reused_from": 0}
     assert trial_note(old) == "synthesis of #0; ranked before class calibration existed"
     assert trial_note({"start": True, "ranking": [{"score": "l1|class"}]}) == "start spec"
+    older = {"ranking": [{"score": "l1|class", "deployable": True}, {"score": "l1+l2", "deployable": False}]}
+    assert trial_note(older) == "objective of single distances (pairs not yet deployable)"

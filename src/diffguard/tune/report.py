@@ -53,13 +53,16 @@ def score_label(attrs: dict[str, Any]) -> str | None:
 
 def trial_note(attrs: dict[str, Any]) -> str:
     """Where a trial came from (start spec, retry, reused synthesis) and whether its ranking predates the class
-    calibration (trials recorded before it existed were ranked on raw distances only)."""
+    calibration (trials recorded before it existed were ranked on raw distances only) or deployable pairs (its
+    objective is then that of the best single distance)."""
     notes = ["start spec"] if attrs.get("start") else []
     notes += [f"retry of #{attrs['retry_of']}"] if "retry_of" in attrs else []
     notes += [f"synthesis of #{attrs['reused_from']}"] if "reused_from" in attrs else []
     ranking = attrs.get("ranking") or []
     if ranking and not any("|" in r["score"] for r in ranking):
         notes.append("ranked before class calibration existed")
+    if any(r.get("deployable") is False for r in ranking):
+        notes.append("objective of single distances (pairs not yet deployable)")
     return "; ".join(notes)
 
 
