@@ -52,10 +52,33 @@ def test_score_alone_equals_score_in_a_batch(tiny, name):
                     distances=("l2", "psnr", "logits_l1"))
     batched, alone, stop = scores_alone_and_batched(det, x)
     assert len(set(stop.tolist())) > 1, stop  # the batch shrinks while samples stop: compaction is exercised
-    # guidance networks see fixed-size chunks: bit for bit; logits_l1's own classifier call (2B rows) is not
-    # chunked, it only sees the equal syntheses, so float rounding of one call remains
-    assert torch.equal(batched[:, :2], alone[:, :2]), (batched - alone).abs().max()
-    assert torch.allclose(batched[:, 2], alone[:, 2], rtol=0, atol=1e-5)
+    # Fixed-size chunks give every row the same kernels whatever its batch. Bit-for-bit equality also needs a row's
+    # rounding not to depend on its position in a call: true on the AMD EPYC machine the chunks were measured on,
+    # not on an Intel Xeon (2026-12-06, a few ulp on one row with chunks of 3). So the bound is float32 rounding.
+    assert torch.allclose(batched, alone, rtol=1e-6, atol=1e-5), (batched - alone).abs().max()
+
+
+@pytest.mark.parametrize("name", sorted(GUIDANCES))
+def test_chunked_networks_only_see_calls_of_the_chunk_size(name):
+    """The structural half of batch invariance: with ``row_chunk`` every network call of the prediction, the
+    inversion and the guided synthesis has exactly ``row_chunk`` rows, whatever the batch (here 5 rows that stop
+    at different levels)."""
+    backend, clf = tiny_pixel_models(0)
+    seen = {"eps": set(), "logits": set()}
+    for obj, attr in ((backend, "eps"), (clf, "logits")):
+        inner = getattr(obj, attr)
+
+        def record(x, *args, _inner=inner, _attr=attr, **kwargs):
+            seen[_attr].add(x.shape[0])
+            return _inner(x, *args, **kwargs)
+
+        setattr(obj, attr, record)
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(5, 1, 28, 28, generator=g) * 2 - 1) * torch.tensor([1.0, 0.2, 0.5, 1.0, 0.3]).view(-1, 1, 1, 1)
+    det = DiffGuard(clf, backend, GUIDANCES[name], Inversion(steps=10, stop=psnr_below(15.0)), distances=("l2",))
+    det.analyze(x)
+    size = GUIDANCES[name].row_chunk
+    assert seen["eps"] == {size} and seen["logits"] == {size}, seen
 
 
 def test_dsg_unchunked_is_within_float_rounding(tiny):

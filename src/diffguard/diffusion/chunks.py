@@ -1,10 +1,12 @@
-"""Batch-invariant network calls: every call sees exactly ``size`` rows, so a sample's result is bit for bit the same
-whatever its batch-mates.
+"""Batch-invariant network calls: every call sees exactly ``size`` rows, so a sample's result does not depend on its
+batch-mates beyond float32 rounding (bit for bit where the math library rounds a row independently of its position).
 
 Why. Math libraries pick kernels by batch size (measured on CPU, fmnist6 UNet: batches of 1, 2-3, 4-15, 16-63 and
 64+ give four different float32 roundings, the last because diffusers' ``Upsample2D`` switches memory format at 64
-rows; the classifier's input gradient has three classes: 1, 2-3, 4+). A row's result does not depend on the
-*contents* or *position* of the other rows of a call of a given shape, only on that shape. Clean-Grad guidance with a
+rows; the classifier's input gradient has three classes: 1, 2-3, 4+). On that AMD EPYC machine a row's result did
+not depend on the *contents* or *position* of the other rows of a call of a given shape, only on that shape; on an
+Intel Xeon (2026-12-06) a row's position in a 3-row call changed its rounding by a few ulp, so there the chunks
+remove the batch-size classes of rounding but not the last few ulp. Clean-Grad guidance with a
 ReLU classifier turns such 1e-7 differences into large ones (a 1e-7 change of the input moves the fmnist6
 logits-L1 score by 3 % of its ID inter-quartile range, in float64 as well: the gradient of a ReLU network jumps
 where a unit changes sign), so the score of an image would depend on its batch. Calling the networks on fixed-size

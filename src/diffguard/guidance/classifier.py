@@ -27,7 +27,8 @@ sensitive: the input gradient jumps where a unit changes sign, so a 1e-7 change 
 round differently at different batch sizes) moved a fmnist6 logits-L1 score by up to 1.9 with its batch-mates
 (``benchmarks/batch_independence.py``). The networks feeding the trajectory (inversion and sampling UNet calls, the
 classifier on the crops, the label prediction) therefore run on fixed-size row chunks
-(:func:`~diffguard.diffusion.chunks.fixed_chunks`): a sample's score is then bit for bit the same in any batch.
+(:func:`~diffguard.diffusion.chunks.fixed_chunks`): a sample's score is then the same in any batch up to float32
+rounding (bit for bit where the math library rounds a row independently of its position in a call).
 """
 
 from __future__ import annotations
