@@ -204,6 +204,22 @@ def test_shipped_layout_is_recognised() -> None:
         build_classifier(str(shipped_path("diffusion")))
 
 
+def test_a_shipped_model_is_named_by_its_folder_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{type: shipped, folder: NAME}`` finds a model folder of the package from any working directory, and the
+    manifest hashes that folder (a config in the package cannot know where it is run from)."""
+    from diffguard.specs.models import spec_files
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"type": "shipped", "folder": "fmnist6-diffusion-large"}
+    backend = build_backend(spec)
+    assert isinstance(backend, PixelBackend) and backend.null_label == 6
+    assert backend.unet.config.block_out_channels[0] == 48  # the larger model, not the default
+    assert spec_files(spec, shipped_path("diffusion")) == [shipped_path("diffusion").parent / "fmnist6-diffusion-large"]
+    assert build_classifier({"type": "shipped", "folder": "fmnist6-classifier-s1"}).num_classes == 6
+    with pytest.raises(UserError, match="no-such-model"):
+        build_backend({"type": "shipped", "folder": "no-such-model"})
+
+
 def test_unrecognised_folders_list_what_was_looked_for(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel"}))

@@ -38,8 +38,10 @@ def test_shipped_diffusion_loads_and_gives_finite_eps():
 
 
 def test_shipped_model_cards_exist():
-    for kind in ("classifier", "diffusion"):
-        card = (shipped_path(kind) / "MODEL_CARD.md").read_text()
+    folders = [shipped_path("classifier"), shipped_path("diffusion"),
+               shipped_path("diffusion").parent / "fmnist6-diffusion-large"]
+    for folder in folders:
+        card = (folder / "MODEL_CARD.md").read_text()
         assert "command: `diffguard train" in card and "Measured quality" in card
 
 

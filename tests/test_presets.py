@@ -43,8 +43,9 @@ def test_rules_and_or_combination():
 
 
 def test_registered_presets():
-    assert PRESETS.list() == ["fmnist6-cfg", "fmnist6-clean-grad", "fmnist6-fast", "fmnist6-tuned", "gdm", "ldm"]
-    for name in ("fmnist6-tuned", "fmnist6-fast"):  # chosen by diffguard tune (docs/tuning.md): CFG, fewer steps
+    assert PRESETS.list() == ["fmnist6-cfg", "fmnist6-clean-grad", "fmnist6-fast", "fmnist6-tuned",
+                              "fmnist6-tuned-large", "gdm", "ldm"]
+    for name in ("fmnist6-tuned", "fmnist6-fast", "fmnist6-tuned-large"):  # chosen by diffguard tune (docs/tuning.md): CFG, fewer steps
         kw = PRESETS.create(name)
         assert isinstance(kw["guidance"], CFGGuidance) and kw["inversion"].steps < 50
         assert set(kw["score_distance"].split("+")) <= set(kw["distances"])

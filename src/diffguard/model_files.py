@@ -45,6 +45,17 @@ def shipped_path(kind: str) -> Path:
     return WEIGHTS_DIR / SHIPPED[kind]
 
 
+def shipped_or_path(folder: str | os.PathLike[str] | None) -> Path | None:
+    """A model folder given as a path, or as the bare name of a folder shipped in the package (e.g.
+    ``"fmnist6-diffusion-large"``) when no such path exists here; None stays None (the default model)."""
+    if folder is None:
+        return None
+    path = Path(folder)
+    if not path.exists() and len(path.parts) == 1 and (WEIGHTS_DIR / path).is_dir():
+        return WEIGHTS_DIR / path
+    return path
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f"{path} not found: point to a folder written by 'diffguard train ...'")

@@ -14,8 +14,10 @@ other than ``classifier`` and ``backend``; :func:`create_detector` builds the de
   and the CAM cut-point (0.1 / 0.2 / 0.3 / none). The 50-step grid, the inversion cap (level 30 of 50, t = 580), the
   6.39 dB early stop and the cutout settings are set by hand, after a small validation probe on an early checkpoint.
 * ``fmnist6-tuned`` -- ``fmnist6-cfg`` with the settings ``diffguard tune`` chose on the OOD-validation sets
-  (docs/tuning.md, docs/results/tune-fmnist6/): 25 steps, inversion cap 20, score L2; ``fmnist6-fast``: the
-  cheapest setting within 0.5 validation AUROC of the best (10 steps, cap 6, class-calibrated L1).
+  (docs/tuning.md, docs/results/tune-fmnist6/): 25 steps, inversion cap 20, score GMSD + L2; ``fmnist6-fast``: the
+  cheapest setting within 0.5 validation AUROC of the best (10 steps, cap 6, class-calibrated L1);
+  ``fmnist6-tuned-large``: the same synthesis chosen again for the larger diffusion model, scored by class-calibrated
+  PSNR.
 """
 
 from __future__ import annotations
@@ -127,6 +129,19 @@ def fmnist6_tuned() -> dict[str, Any]:
         guidance=CFGGuidance(scale=3.0, cam_cut=0.1),
         reference="input", distances=FMNIST6_DISTANCES, score_distance="gmsd+l2",
         score_scales={"gmsd": (0.154855, 0.130509), "l2": (3.79493, 2.88400)},
+    )
+
+
+@PRESETS.register("fmnist6-tuned-large")
+def fmnist6_tuned_large() -> dict[str, Any]:
+    """For the larger shipped diffusion model (``fmnist6-diffusion-large``), chosen by ``diffguard tune`` on
+    validation data only (docs/tuning.md, docs/results/tune-fmnist6/large/): the synthesis of ``fmnist6-tuned`` (25
+    DDIM steps, inversion cap 20), scored by PSNR, to be used with ``calibration: class`` in the method spec (the
+    post-hoc choice with the best objective for this model; its fusions with ViM / MDS / KNN were tuned on it)."""
+    return dict(
+        inversion=Inversion(steps=25, spacing="even", cap=20),
+        guidance=CFGGuidance(scale=3.0, cam_cut=0.1),
+        reference="input", distances=FMNIST6_DISTANCES, score_distance="psnr",
     )
 
 

@@ -43,9 +43,11 @@ ModelSpec = str | os.PathLike[str] | Mapping[str, Any] | None
 @CLASSIFIER_TYPES.register("shipped")
 @CLASSIFIER_TYPES.register("fmnist6")
 def _fmnist6_classifier(folder: str | None = None) -> Any:
+    """``folder``: a ``diffguard train`` folder or the name of one shipped in the package; None: the default."""
     from diffguard.classify.base import fmnist6_classifier
+    from diffguard.model_files import shipped_or_path
 
-    return fmnist6_classifier(folder)
+    return fmnist6_classifier(shipped_or_path(folder))
 
 
 @CLASSIFIER_TYPES.register("module")
@@ -86,9 +88,12 @@ def _openood(weights: str, **kw: Any) -> Any:
 @DIFFUSION_TYPES.register("shipped")
 @DIFFUSION_TYPES.register("fmnist6")
 def _fmnist6_backend(folder: str | None = None) -> Any:
+    """``folder``: a ``diffguard train`` folder, or the name of one shipped in the package
+    (``fmnist6-diffusion-large``); None: the shipped default."""
     from diffguard.backends.pixel import PixelBackend
+    from diffguard.model_files import shipped_or_path
 
-    return PixelBackend.from_folder(folder)
+    return PixelBackend.from_folder(shipped_or_path(folder))
 
 
 @DIFFUSION_TYPES.register("diffusers")
@@ -215,7 +220,10 @@ def spec_files(spec: ModelSpec, default: Path) -> list[Path]:
         return [default]
     if isinstance(spec, (str, os.PathLike)):
         return [Path(spec)]
-    files = [Path(v) for k, v in spec.items() if k != "type" and isinstance(v, str) and Path(v).exists()]
+    from diffguard.model_files import shipped_or_path
+
+    found = [shipped_or_path(v) for k, v in spec.items() if k != "type" and isinstance(v, str)]
+    files = [p for p in found if p is not None and p.exists()]
     if spec.get("type") == "module" and isinstance(spec.get("class"), str):  # the network's code, too
         from diffguard.classify.custom import source_file
 
