@@ -216,6 +216,7 @@ def test_a_shipped_model_is_named_by_its_folder_name(tmp_path: Path, monkeypatch
     assert backend.unet.config.block_out_channels[0] == 48  # the larger model, not the default
     assert spec_files(spec, shipped_path("diffusion")) == [shipped_path("diffusion").parent / "fmnist6-diffusion-large"]
     assert build_classifier({"type": "shipped", "folder": "fmnist6-classifier-s1"}).num_classes == 6
+    assert spec_files({"type": "diffusers", "folder": "fmnist6-diffusion-large"}, shipped_path("diffusion")) == []
     with pytest.raises(UserError, match="no-such-model"):
         build_backend({"type": "shipped", "folder": "no-such-model"})
 

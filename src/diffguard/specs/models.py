@@ -222,7 +222,8 @@ def spec_files(spec: ModelSpec, default: Path) -> list[Path]:
         return [Path(spec)]
     from diffguard.model_files import shipped_or_path
 
-    found = [shipped_or_path(v) for k, v in spec.items() if k != "type" and isinstance(v, str)]
+    by_name = spec.get("type") in ("shipped", "fmnist6")  # only these types resolve a bare shipped folder name
+    found = [shipped_or_path(v) if by_name else Path(v) for k, v in spec.items() if k != "type" and isinstance(v, str)]
     files = [p for p in found if p is not None and p.exists()]
     if spec.get("type") == "module" and isinstance(spec.get("class"), str):  # the network's code, too
         from diffguard.classify.custom import source_file
