@@ -142,10 +142,11 @@ class DiffGuard(DetectorBase):
         """(B,) OOD scores of images x (B, C, H, W) in [-1, 1] (the contract's name for :meth:`predict`)."""
         return self.analyze(x, y_true=y_true, ids=ids).score
 
-    def details(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None) -> Scored:
+    def details(self, x: Tensor, ids: Tensor | None = None, y_true: Tensor | None = None,
+                labels: Tensor | None = None) -> Scored:
         """The score, every distance (``dist:<name>``), the guided label and the stop / start levels per sample,
-        and the syntheses."""
-        r = self.analyze(x, y_true=y_true, ids=ids)
+        and the syntheses (``labels``: explicit labels to guide towards, as in :meth:`analyze`)."""
+        r = self.analyze(x, y_true=y_true, labels=labels, ids=ids)
         cols = {**{f"dist:{k}": v for k, v in r.distances.items()}, "label": r.labels, "stop": r.stop_level,
                 "start": r.start_level}
         return Scored(r.score, cols, r.synthesis)
@@ -162,6 +163,17 @@ class DiffGuard(DetectorBase):
         y_true = y_true.to(logits.device).long()
         rand = torch.randint(0, logits.shape[1], y_true.shape, generator=generator).to(logits.device)
         return torch.where(y_true >= 0, y_true, rand)
+
+    def guided_labels(self, x: Tensor, y_true: Tensor | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """(B,) the labels :meth:`analyze` guides the batch x (B, C, H, W) towards, without synthesising: the
+        prediction, or in oracle mode the ground truth of ID rows and random labels for OOD rows (drawn for the
+        whole batch, so a row's random label depends on its batch, as in :meth:`analyze`)."""
+        check_images(x)
+        gen = generator or torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            logits = fixed_chunks(self.classifier.logits, self.guidance.row_chunk)(x)
+        return self.choose_labels(logits, None, y_true, gen)
 
     def generators(self, ids: Tensor) -> list[torch.Generator]:
         """Per-sample crop generators: every sample replays one sequence (authors) or its own (seed, id) one."""

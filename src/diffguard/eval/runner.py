@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from diffguard.eval.benchmarks import BenchmarkSpec, open_benchmark, resolve_benchmark
 from diffguard.eval import distributed
 from diffguard.eval.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
-from diffguard.specs.methods import MethodConfig, build_method
+from diffguard.specs.methods import MethodConfig, build_method, check_reuse
 from diffguard.eval.placement import resolve_device, to_device
 from diffguard.eval.rows import batches, row_plan, select_rows
 from diffguard.eval.run_config import FusionConfig, RunConfig, config_dict
@@ -56,6 +56,7 @@ class Runner:
         if cfg.image_size is not None:
             self.spec = dataclasses.replace(self.spec, image_size=cfg.image_size)
         names = [m.name for m in cfg.methods]
+        check_reuse(list(cfg.methods))
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"method names must be unique; repeated: {dup}")
@@ -165,7 +166,7 @@ class Runner:
 
     def identity(self, m: MethodConfig) -> dict[str, Any]:
         """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
-        ident = {k: v for k, v in m.as_dict().items() if k not in ("display", "calibration")}  # raw scores
+        ident = {k: v for k, v in m.as_dict().items() if k not in ("display", "calibration", "reuse")}  # raw scores
         if m.needs.members and "members" not in m.params:
             from diffguard.eval.manifest import folder_hash
 
@@ -236,14 +237,54 @@ class Runner:
                     if b in done or not self.dist.owns(b):
                         continue
                     t0 = time.perf_counter()
-                    x = src.load(rows).to(self.device)
-                    scored = method.details(x, src.ids[rows], src.labels[rows])
-                    columns = {"score": scored.score, **scored.columns}
-                    columns = {k: v.detach().double().cpu().numpy() for k, v in columns.items()}
-                    images = None if scored.images is None else _to_uint8(scored.images)
-                    store.write_batch(m.name, name, b, src.ids[rows].tolist(), columns, images=_thumbs(images),
-                                      seconds=time.perf_counter() - t0)
+                    x, ids, y = src.load(rows).to(self.device), src.ids[rows], src.labels[rows]
+                    if m.reuse is not None and b in store.done_batches(m.reuse, name):
+                        columns, images, copied = reuse_rows(store, m.reuse, name, b, method, x, ids, y)
+                    else:
+                        (columns, images), copied = _computed(method.details(x, ids, y)), 0.0
+                    images = _thumbs(images)
+                    store.write_batch(m.name, name, b, ids.tolist(), columns, images=images,
+                                      seconds=time.perf_counter() - t0 + copied)
                     bar.update(1)
+
+
+def _computed(scored: Any) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(columns as float64 arrays, uint8 syntheses or None) of a detector's :class:`Scored` batch."""
+    columns = {"score": scored.score, **scored.columns}
+    columns = {k: v.detach().double().cpu().numpy() for k, v in columns.items()}
+    return columns, None if scored.images is None else _to_uint8(scored.images)
+
+
+def reuse_rows(store: ResultStore, source: str, set_name: str, batch: int, method: Any, x: torch.Tensor,
+               ids: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray | None, float]:
+    """One batch of a method with ``reuse``: rows guided towards the label ``source`` used are copied from its
+    stored batch (same rows: same plan and batch size), the others are synthesised with the labels chosen for the
+    whole batch (so an oracle's random OOD labels are those of a full run).
+
+    Returns (columns, syntheses or None, seconds charged for the copied rows: their share of the source batch's
+    compute time, so per-image costs stay comparable with a run that computes every row).
+    """
+    labels = method.guided_labels(x, y_true=y).cpu()
+    key = ids.numpy()
+    keys = store.score_keys(source)
+    columns = {k: store.scores(source, set_name, key, k) for k in keys}
+    fresh = np.flatnonzero(labels.numpy() != columns["label"])
+    images = [store.image(source, set_name, int(i)) for i in key]
+    if len(fresh):
+        idx = torch.from_numpy(fresh)
+        new, synth = _computed(method.details(x[idx.to(x.device)], ids[idx], y[idx], labels=labels[idx]))
+        synth = _thumbs(synth)  # the stored rows are thumbnails already
+        if set(new) != set(columns):
+            raise StoreError(f"{source!r} stored columns {sorted(columns)}, this method computes {sorted(new)}: "
+                             "the methods differ beyond their labels; remove `reuse`")
+        for k in columns:
+            columns[k][fresh] = new[k]
+        for j, row in enumerate(fresh):
+            images[row] = None if synth is None else synth[j]
+    secs, size = store.batch_cost(source, set_name, batch)
+    copied = len(key) - len(fresh)
+    stacked = None if any(im is None for im in images) else np.stack(images)
+    return columns, stacked, secs * copied / max(size, 1)
 
 
 def _thumbs(images: np.ndarray | None, side: int = 64) -> np.ndarray | None:

@@ -175,6 +175,12 @@ class ResultStore:
                               (method, set_name, int(sample_id))).fetchone()
         return None if row is None else np.frombuffer(row[1], np.uint8).reshape(json.loads(row[0]))
 
+    def batch_cost(self, method: str, set_name: str, batch: int) -> tuple[float, int]:
+        """(compute seconds, rows) of one finished batch; (0.0, 0) if it is not finished."""
+        row = self.db.execute("SELECT seconds, size FROM batches WHERE method = ? AND set_name = ? AND batch = ?",
+                              (method, set_name, batch)).fetchone()
+        return (0.0, 0) if row is None else (float(row[0]), int(row[1]))
+
     def seconds(self, method: str) -> float:
         """Summed compute seconds of a method's batches."""
         row = self.db.execute("SELECT COALESCE(SUM(seconds), 0) FROM batches WHERE method = ?", (method,)).fetchone()

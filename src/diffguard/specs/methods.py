@@ -38,6 +38,11 @@ class MethodConfig:
         calibration: ``"class"`` to judge each score on its label's ID-val scale
             (:mod:`diffguard.detectors.calibration`; applied to the stored raw scores at evaluation, so changing
             it never recomputes anything); None: raw scores.
+        reuse: name of an earlier DiffGuard method of the run with the same parameters apart from its labelling
+            (the ``label_mode`` / ``guidance.cam_of`` overrides) that guides towards the prediction: rows this
+            method guides towards the same label are copied from it instead of being synthesised again (e.g. the
+            oracle-label variant of a method recomputes only misclassified ID rows and OOD rows). A copied row is
+            what this method would compute up to float32 rounding; it never changes which rows are scored.
     """
 
     name: str
@@ -46,6 +51,7 @@ class MethodConfig:
     display: str = ""
     batch_size: int | None = None
     calibration: str | None = None
+    reuse: str | None = None
 
     def __post_init__(self) -> None:
         from diffguard.detectors.calibration import CALIBRATIONS
@@ -82,7 +88,9 @@ class MethodConfig:
         """The canonical spec (what ``run_config.json`` stores)."""
         out = {"name": self.name, "method": self.detector, "params": dict(self.params),
                "batch_size": self.batch_size, "display": self.display}
-        return out if self.calibration is None else {**out, "calibration": self.calibration}
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
+        return out if self.reuse is None else {**out, "reuse": self.reuse}
 
     @property
     def detector(self) -> str:
@@ -128,6 +136,56 @@ class MethodConfig:
             return int(default_seed(**self.params))
         p = _signature(self.detector).get("seed")
         return int(p.default) if p is not None and p.default is not inspect.Parameter.empty else 0
+
+
+_LABELLING = ("label_mode", "guidance.cam_of")
+
+
+def check_reuse(methods: list[MethodConfig]) -> None:
+    """Refuse a ``reuse`` that could copy rows the method would compute differently: the source must be an earlier
+    DiffGuard method of the run, with the same batch size and parameters apart from the labelling overrides
+    (``label_mode``, ``guidance.cam_of``), guiding towards the prediction."""
+    earlier: dict[str, MethodConfig] = {}
+    for m in methods:
+        if m.reuse is not None:
+            src = earlier.get(m.reuse)
+            why = _reuse_problem(m, src)
+            if why:
+                raise ConfigError(f"method {m.name!r}: cannot reuse {m.reuse!r}: {why}; remove `reuse` to compute "
+                                  "every row")
+        earlier[m.name] = m
+
+
+def _reuse_problem(m: MethodConfig, src: MethodConfig | None) -> str:
+    if src is None:
+        return "no earlier method of the run has that name (the source must come first)"
+    if not (m.is_diffguard and src.is_diffguard):
+        return "both must be DiffGuard methods"
+    if m.batch_size != src.batch_size:
+        return f"batch sizes differ ({m.batch_size} against {src.batch_size})"
+    if "labels" in m.params or "labels" in src.params:
+        return "explicit labels are not supported"
+    mine, theirs = _split_labelling(m.params), _split_labelling(src.params)
+    if mine[0] != theirs[0]:
+        return "their parameters differ beyond the labelling overrides (label_mode, guidance.cam_of)"
+    from diffguard.presets import resolve_preset
+
+    options = {k: v for k, v in src.params.items() if k not in ("preset", "overrides")}
+    preset = src.params.get("preset", _signature(DIFFGUARD)["preset"].default)
+    resolved = resolve_preset(preset, src.params.get("overrides", []), **options)
+    if resolved.get("label_mode", "predicted") != "predicted":
+        return "the source must guide towards the prediction (label_mode=predicted)"
+    return ""
+
+
+def _split_labelling(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(params without the labelling overrides, {labelling key: value})."""
+    rest = [str(o) for o in params.get("overrides", [])]
+    labelling = {o.split("=", 1)[0].strip(): o.split("=", 1)[1].strip() for o in rest
+                 if o.split("=", 1)[0].strip() in _LABELLING}
+    kept = [o for o in rest if o.split("=", 1)[0].strip() not in _LABELLING]
+    out = {k: v for k, v in params.items() if k not in ("overrides", "label_mode")}
+    return {**out, "overrides": kept}, labelling
 
 
 def _signature(name: str) -> dict[str, inspect.Parameter]:
