@@ -89,3 +89,12 @@ def test_unsafe_reuse_is_refused(tmp_path: Path, tiny_models: tuple[Path, Path],
                                  methods: list[dict], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         Runner(build_run_config(_config(tiny_models, fake_fmnist_root, methods)), tmp_path / "o", progress=False)
+
+
+def test_the_tuned_run_config_reuses_safely() -> None:
+    from diffguard.eval.run_config import load_run_config
+    from diffguard.specs.methods import check_reuse
+
+    cfg = load_run_config("fmnist6-tuned")
+    assert cfg.method("diffguard-tuned-oracle").reuse == "diffguard-tuned"
+    check_reuse(list(cfg.methods))
