@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fmnist6_goals.py"
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def goals_module():
-    spec = importlib.util.spec_from_file_location("fmnist6_goals", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/fmnist6_goals.py")
 
 
 def _rows(key: str, near: float, far: tuple[float, float], fpr: float, flagged: float) -> list[dict]:
