@@ -169,11 +169,16 @@ class DiffGuard(DetectorBase):
         """(B,) the labels :meth:`analyze` guides the batch x (B, C, H, W) towards, without synthesising: the
         prediction, or in oracle mode the ground truth of ID rows and random labels for OOD rows (drawn for the
         whole batch, so a row's random label depends on its batch, as in :meth:`analyze`)."""
+        return self._logits_and_labels(x, y_true, None, generator)[1]
+
+    def _logits_and_labels(self, x: Tensor, y_true: Tensor | None, labels: Tensor | None,
+                           generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """(logits (B, K), labels to guide towards (B,)) of checked images x (B, C, H, W)."""
         check_images(x)
         gen = generator or torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
             logits = fixed_chunks(self.classifier.logits, self.guidance.row_chunk)(x)
-        return self.choose_labels(logits, None, y_true, gen)
+        return logits, self.choose_labels(logits, labels, y_true, gen)
 
     def generators(self, ids: Tensor) -> list[torch.Generator]:
         """Per-sample crop generators: every sample replays one sequence (authors) or its own (seed, id) one."""
@@ -193,11 +198,7 @@ class DiffGuard(DetectorBase):
             with_unguided: also return the unguided reconstruction when the reference is the input.
             generator: for the oracle's random OOD labels (default: seeded with ``seed``).
         """
-        check_images(x)
-        gen = generator or torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
-            logits = fixed_chunks(self.classifier.logits, self.guidance.row_chunk)(x)
-        y = self.choose_labels(logits, labels, y_true, gen)
+        logits, y = self._logits_and_labels(x, y_true, labels, generator)
         z, stop = self._invert(x)
         start = (stop + self.inversion.start_offset).clamp_max(len(self.levels) - 1)
         both = with_unguided or self.reference == "unguided"
