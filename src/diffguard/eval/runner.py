@@ -266,8 +266,7 @@ def reuse_rows(store: ResultStore, source: str, set_name: str, batch: int, metho
     """
     labels = method.guided_labels(x, y_true=y).cpu()
     key = ids.numpy()
-    keys = store.score_keys(source)
-    columns = {k: store.scores(source, set_name, key, k) for k in keys}
+    columns = store.score_columns(source, set_name, key)
     fresh = np.flatnonzero(labels.numpy() != columns["label"])
     images = [store.image(source, set_name, int(i)) for i in key]
     if len(fresh):

@@ -166,6 +166,18 @@ class ResultStore:
                                    (method, set_name, key)).fetchall())
         return np.array([got.get(int(i), np.nan) for i in ids], dtype=np.float64)
 
+    def score_columns(self, method: str, set_name: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Every stored key of ``method`` for ``ids`` of a set in one query: key -> (N,) float64 in ids' order,
+        NaN where a row lacks that key."""
+        wanted = [int(i) for i in ids]
+        pos = {i: k for k, i in enumerate(wanted)}
+        marks = ",".join("?" * len(wanted))
+        out: dict[str, np.ndarray] = {}
+        for i, key, value in self.db.execute(f"SELECT id, key, value FROM scores WHERE method = ? AND set_name = ? "
+                                             f"AND id IN ({marks})", (method, set_name, *wanted)):
+            out.setdefault(key, np.full(len(wanted), np.nan))[pos[i]] = value
+        return out
+
     def score_keys(self, method: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT key FROM scores WHERE method = ? ORDER BY key",
                                               (method,))]
