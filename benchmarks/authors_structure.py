@@ -43,10 +43,10 @@ from torch import Tensor
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.diffusion.inversion import null_eps
 from diffguard.distances.combined import combined_score, score_names
-from diffguard.guidance.classifier import ClassifierGuidance, LatentClassifier
-from diffguard.guidance.masked_cfg import CFGGuidance
+from diffguard.guidance.clean_grad import ClassifierGuidance, LatentClassifier
+from diffguard.guidance.dsg import CFGGuidance
 from diffguard.diffusion.ddim import StopRule, ddim_step
-from diffguard.guidance.classifier import class_log_prob, clip_eps
+from diffguard.guidance.clean_grad import class_log_prob, clip_eps
 from diffguard.guidance.cutout import Cutouts
 from diffguard.perf.counting import NetworkCounter
 from diffguard.perf.throughput import network_modules
@@ -233,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from throughput import fmnist6_images
 
-    from diffguard.backends.pixel import PixelBackend
-    from diffguard.classify.base import fmnist6_classifier
-    from diffguard.eval.placement import resolve_device, to_device
-    from diffguard.presets import create_detector
+    from diffguard.backends.pixel_unet import PixelBackend
+    from diffguard.classify.adapter import fmnist6_classifier
+    from diffguard.devices import resolve_device, to_device
+    from diffguard.detectors.diffguard_presets import diffguard_detector
     from diffguard.sysinfo import command_line, machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,13 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     if dtype != torch.float32:
         clf.to(dtype), backend.unet.to(dtype)
     clf, backend = to_device(clf, device), to_device(backend, device)
-    det = create_detector(args.preset, clf, backend)
+    det = diffguard_detector(clf, backend, args.preset)
     x = fmnist6_images(args.n, args.data_root).to(device, dtype)
     row = {"preset": args.preset, "dtype": args.dtype, **side_by_side(det, x, args.batch_size)}
     if args.batch_sensitivity:
         row["production_batch1_max_abs_diff_score"] = batch_sensitivity(det, x, args.batch_size)
     if args.fast:
-        row["equal_quality"] = {"fast": args.fast, **equal_quality(det, create_detector(args.fast, clf, backend), x,
+        row["equal_quality"] = {"fast": args.fast, **equal_quality(det, diffguard_detector(clf, backend, args.fast), x,
                                                                    args.batch_size)}
     record = {"command": command_line(), "machine": machine(), "device": str(device), "batch_size": args.batch_size,
               "rows": [row]}

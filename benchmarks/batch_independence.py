@@ -22,11 +22,11 @@ import time
 
 import torch
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import fmnist6_classifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.data.fmnist6 import load_fmnist6
-from diffguard.eval.tables import markdown_table
-from diffguard.presets import PRESETS, create_detector
+from diffguard.report.tables import markdown_table
+from diffguard.detectors.diffguard_presets import PRESETS, diffguard_detector
 from diffguard.sysinfo import machine
 
 TOLERANCE = 0.01
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     clf, backend = in_dtype(fmnist6_classifier(args.classifier), PixelBackend.from_folder(args.diffusion), dtype)
     rows, flips = [], []
     for preset in args.preset:
-        det = create_detector(preset, clf, backend, overrides=args.overrides)
+        det = diffguard_detector(clf, backend, preset, overrides=args.overrides)
         t0 = time.perf_counter()
         batched = score_runs(det, x, ids, args.batch_size or args.n)
         alone = score_runs(det, x, ids, 1)

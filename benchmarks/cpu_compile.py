@@ -60,7 +60,7 @@ def compare(name: str, eager: Callable[[], torch.Tensor], compiled: Callable[[],
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffguard.backends.pixel import PixelBackend
+    from diffguard.backends.pixel_unet import PixelBackend
     from diffguard.model_files import load_classifier
     from diffguard.sysinfo import command_line, machine
 

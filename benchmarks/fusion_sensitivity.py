@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from diffguard.detectors.fusion import BandFusion
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.evaluate import ood_groups, score_table
-from diffguard.eval.metrics import compute_metrics, summarize
-from diffguard.eval.runner import Runner
-from diffguard.eval.store import ResultStore
+from diffguard.run.run_config import build_run_config
+from diffguard.evaluation.evaluate_run import ood_groups, score_table
+from diffguard.evaluation.ood_metrics import compute_metrics, summarize
+from diffguard.run.runner import Runner
+from diffguard.run.store import ResultStore
 
 PAIRS = ((0.0, 0.99), (0.5, 0.99), (0.5, 0.999), (0.8, 0.99), (0.9, 0.99), (0.95, 0.999))
 COLUMNS = ("FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)")

@@ -29,7 +29,7 @@ def fixture_c() -> None:
 
     from diffguard.classify.gradcam import grad_cam
     from diffguard.diffusion.ddim import ddim_invert, ddim_sample
-    from diffguard.presets import create_detector
+    from diffguard.detectors.diffguard_presets import diffguard_detector
 
     backend, clf = t.build_ldm_parts()
     cam = t._load("C_ldm_cam.io.safetensors")
@@ -41,7 +41,7 @@ def fixture_c() -> None:
     line("C cam_raw", up, cam["cam_raw"], "1e-6")
     for run in ("cam", "nocam"):
         io = t._load(f"C_ldm_{run}.io.safetensors")
-        det = create_detector("ldm", clf, backend, steps=5, cam_cut=0.3 if run == "cam" else None,
+        det = diffguard_detector(clf, backend, "ldm", steps=5, cam_cut=0.3 if run == "cam" else None,
                               distances=("l2", "gmsd", "logits_l1"))
         inv = det.inversion
         with torch.no_grad():

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from diffguard.backends.latent import DiffusersAutoencoder, LatentBackend
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import ModuleClassifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.distances.perceptual import write_dists_weights
 from diffguard.distances.vgg import vgg16_feature_shapes
@@ -41,7 +41,7 @@ from diffguard.perf.accel import NetworkRunner
 from diffguard.perf.counting import NetworkCounter
 from diffguard.perf.oom import run_batched
 from diffguard.perf.throughput import network_modules
-from diffguard.presets import PRESETS, apply_overrides
+from diffguard.detectors.diffguard_presets import PRESETS, apply_overrides
 from diffguard.sysinfo import machine
 
 PAPER_V100_IMG_S = {"gdm": 0.05, "ldm": 0.53}

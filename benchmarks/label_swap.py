@@ -22,11 +22,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import fmnist6_classifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.data.fmnist6 import NUM_CLASSES, load_fmnist6
 from diffguard.detectors.diffguard import DiffGuard
-from diffguard.presets import PRESETS, apply_overrides
+from diffguard.detectors.diffguard_presets import PRESETS, apply_overrides
 from diffguard.sysinfo import command_line, machine
 
 

@@ -24,10 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fusion_sensitivity import COLUMNS, group_metrics, row  # noqa: E402
 
-from diffguard.eval.run_config import build_run_config  # noqa: E402
-from diffguard.eval.evaluate import score_table  # noqa: E402
-from diffguard.eval.runner import Runner  # noqa: E402
-from diffguard.eval.store import ResultStore  # noqa: E402
+from diffguard.run.run_config import build_run_config  # noqa: E402
+from diffguard.evaluation.evaluate_run import score_table  # noqa: E402
+from diffguard.run.runner import Runner  # noqa: E402
+from diffguard.run.store import ResultStore  # noqa: E402
 
 
 def distance_scores(store: ResultStore, table, method: str) -> dict[str, np.ndarray]:

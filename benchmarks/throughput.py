@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import fmnist6_classifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.data.fmnist6 import load_fmnist6
 from diffguard.perf.throughput import measure, network_modules
-from diffguard.presets import PRESETS, apply_overrides, create_detector
+from diffguard.detectors.diffguard_presets import PRESETS, apply_overrides, diffguard_detector
 from diffguard.sysinfo import command_line, machine
 
 
@@ -37,7 +37,7 @@ def run_preset(preset: str, clf: torch.nn.Module, backend: object, x: torch.Tens
                overrides: list[str], repeats: int = 3) -> dict:
     """Warm up on 2 images, then measure one pass over x. Returns a JSON-able row."""
     kwargs = apply_overrides(PRESETS.create(preset), overrides)
-    det = create_detector(preset, clf, backend, **kwargs)
+    det = diffguard_detector(clf, backend, preset, **kwargs)
     det.analyze(x[:2])
     tp, outs = measure(lambda xb, ids: det.analyze(xb, ids=ids), x, batch_size, network_modules(det), repeats)
     scores = torch.cat([o.score for o in outs])

@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from diffguard.eval.tables import markdown_table
+from diffguard.report.tables import markdown_table
 from diffguard.sysinfo import machine
-from diffguard.train.diffusion import DiffusionTrainConfig, build_unet
+from diffguard.train.train_diffusion import DiffusionTrainConfig, build_unet
 
 
 def step_seconds(channels: tuple[int, ...], layers: int, precision: str, batch: int, repeats: int) -> float:

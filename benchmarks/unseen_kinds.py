@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
 
-    from diffguard.eval.rebuild import calibrate_on_val, score_batches
-    from diffguard.eval.run_config import load_run_config
-    from diffguard.eval.tables import markdown_table
+    from diffguard.guard.rebuild import calibrate_on_val, score_batches
+    from diffguard.run.run_config import load_run_config
+    from diffguard.report.tables import markdown_table
     from diffguard.sysinfo import machine
 
     if args.threads:

@@ -40,8 +40,8 @@ def fake_fmnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, fake_fmnist_root: Path) -> tuple[Path, Path]:
     """(classifier folder, diffusion folder) of tiny models trained for 2 steps on the fake data."""
-    from diffguard.train.classifier import ClassifierTrainConfig, train_classifier
-    from diffguard.train.diffusion import DiffusionTrainConfig, train_diffusion
+    from diffguard.train.train_classifier import ClassifierTrainConfig, train_classifier
+    from diffguard.train.train_diffusion import DiffusionTrainConfig, train_diffusion
 
     root = tmp_path_factory.mktemp("tiny_models")
     train_classifier(ClassifierTrainConfig(steps=2, batch_size=8, width=4, limit=64, warmup=1),

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffguard.eval.gallery import GalleryItem, pick_extremes, to_uint8
-from diffguard.eval.report import write_report
-from diffguard.eval.tables import ScoreTable
+from diffguard.report.gallery import GalleryItem, pick_extremes, to_uint8
+from diffguard.report.html_report import write_report
+from diffguard.report.tables import ScoreTable
 
 SETS = {"test": ("id", 40), "near-fmnist": ("near", 25), "far-digits": ("far", 15)}
 METHODS = ["MSP", "Energy", "DiffGuard"]

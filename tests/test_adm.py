@@ -80,8 +80,8 @@ def test_tiny_adm_checkpoint_end_to_end(tmp_path: Path) -> None:
     import torchvision
 
     from diffguard.classify.torchvision import torchvision_classifier
-    from diffguard.guidance.classifier import ClassifierGuidance
-    from diffguard.presets import create_detector
+    from diffguard.guidance.clean_grad import ClassifierGuidance
+    from diffguard.detectors.diffguard_presets import diffguard_detector
 
     ckpt = tmp_path / "32x32_diffusion_uncond.pt"
     torch.save(read_state_dict(A1), ckpt)  # a plain state dict in ADM's key layout, as guided-diffusion saves it
@@ -90,7 +90,7 @@ def test_tiny_adm_checkpoint_end_to_end(tmp_path: Path) -> None:
     clf_file = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), clf_file)
     clf = torchvision_classifier("resnet18", clf_file, num_classes=10, resolution=32)
-    det = create_detector("gdm", clf, backend, steps=10, early_stop_steps=2, dists_threshold=None,
+    det = diffguard_detector(clf, backend, "gdm", steps=10, early_stop_steps=2, dists_threshold=None,
                           distances=("l2",), guidance=ClassifierGuidance(scale=3.0, cutouts=2, crop_out=32))
     x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
     res = det.analyze(x)

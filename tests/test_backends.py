@@ -7,12 +7,12 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from diffguard.backends.latent import DiffusersAutoencoder, LatentBackend, UNetEps
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import ModuleClassifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.diffusion.inversion import Inversion
-from diffguard.guidance.classifier import ClassifierGuidance
-from diffguard.guidance.masked_cfg import CFGGuidance
+from diffguard.guidance.clean_grad import ClassifierGuidance
+from diffguard.guidance.dsg import CFGGuidance
 from diffguard.nets.resnet import SmallResNet
 
 

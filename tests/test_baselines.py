@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffguard.classify.base import ModuleClassifier
-from diffguard.detectors.base import ClassifierOutputs, classifier_outputs, create_baseline, list_baselines
+from diffguard.classify.adapter import ModuleClassifier
+from diffguard.detectors.detector import ClassifierOutputs, classifier_outputs, create_baseline, list_baselines
 from diffguard.detectors.ebo import EBO
 from diffguard.detectors.ensemble import DeepEnsemble, fmnist6_ensemble
 from diffguard.detectors.knn import KNN
@@ -262,7 +262,7 @@ def test_registry_names_and_alias():
 def tiny_backend():
     from diffusers import UNet2DModel
 
-    from diffguard.backends.pixel import PixelBackend
+    from diffguard.backends.pixel_unet import PixelBackend
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,

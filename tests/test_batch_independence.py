@@ -15,8 +15,8 @@ from diffguard.detectors.diffguard import DiffGuard
 from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.early_stop import psnr_below
 from diffguard.diffusion.inversion import Inversion
-from diffguard.guidance.classifier import ClassifierGuidance
-from diffguard.guidance.masked_cfg import CFGGuidance
+from diffguard.guidance.clean_grad import ClassifierGuidance
+from diffguard.guidance.dsg import CFGGuidance
 from tiny_nets import tiny_pixel_models
 
 
@@ -112,7 +112,7 @@ def test_fixed_chunks_pads_cuts_and_keeps_gradients():
 
 def test_only_the_embedded_clean_grad_preset_chunks():
     """fmnist6-clean-grad is batch invariant by default; the paper presets run as the authors' code (unchunked)."""
-    from diffguard.presets import resolve_preset
+    from diffguard.detectors.diffguard_presets import resolve_preset
 
     assert resolve_preset("fmnist6-clean-grad")["guidance"].row_chunk == 8
     assert resolve_preset("gdm", dists_threshold=None)["guidance"].row_chunk is None

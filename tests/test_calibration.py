@@ -8,8 +8,8 @@ import pytest
 
 from diffguard.detectors.calibration import ClassCalibration, create_calibration, cross_fitted
 from diffguard.errors import ConfigError
-from diffguard.eval.metrics import auroc
-from diffguard.specs.methods import MethodConfig
+from diffguard.evaluation.ood_metrics import auroc
+from diffguard.specs.method_specs import MethodConfig
 
 
 def _class_scaled(seed: int = 0, n: int = 600) -> tuple[np.ndarray, np.ndarray]:
@@ -86,10 +86,10 @@ def test_run_evaluation_calibrates_stored_scores_with_their_labels(tmp_path, mon
     """msp calibrates with the classifier's predictions, dg with its own stored guided ``label`` column; the
     thresholds and every row use the calibrated scores; the stored raw scores stay as they are."""
     import test_eval_roles as roles
-    from diffguard.eval import calibrate as cal_mod
-    from diffguard.eval.evaluate import evaluate
-    from diffguard.eval.rebuild import val_scores
-    from diffguard.eval.store import ResultStore
+    from diffguard.evaluation import stored_calibration as cal_mod
+    from diffguard.evaluation.evaluate_run import evaluate
+    from diffguard.guard.rebuild import val_scores
+    from diffguard.run.store import ResultStore
 
     monkeypatch.setattr(cal_mod, "create_calibration", lambda name: ClassCalibration(min_count=2) if name else None)
     methods = [{"name": "msp", "calibration": "class"},

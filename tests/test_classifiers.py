@@ -125,7 +125,7 @@ def test_timm_folder_is_recognised(tmp_path: Path) -> None:
     timm = pytest.importorskip("timm")
     import json
 
-    from diffguard.specs.models import build_classifier
+    from diffguard.specs.model_specs import build_classifier
 
     net = timm.create_model("resnet18", pretrained=False, num_classes=4).eval()
     save_file(net.state_dict(), str(tmp_path / "model.safetensors"))

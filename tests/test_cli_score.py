@@ -82,7 +82,7 @@ def test_score_from_a_run_rebuilds_each_method(tmp_path: Path, tiny_models: tupl
         assert len(ok) == 4 and all(r["decision"] == ("ood" if r["score"] > res["threshold"] else "id") for r in ok)
     assert "fewer than about 100" in capsys.readouterr().err  # 8 ID-val images
     # the run's test images scored again give the run's stored scores (same detector, same fitted statistics)
-    from diffguard.eval.rebuild import load_run, rebuild
+    from diffguard.guard.rebuild import load_run, rebuild
 
     runner, store = load_run(run)
     with store:
@@ -138,8 +138,8 @@ def test_score_with_a_config_fusion_fits_both_parts_on_id_val(tmp_path: Path, ti
                                                               fake_fmnist_root: Path) -> None:
     """``--config`` with a fusion key: both methods built, fitted, calibrated on the same ID-val rows, the fusion
     rule fitted on their scores, and the threshold taken from the fused ID-val scores."""
-    from diffguard.eval.rebuild import calibrate_on_val
-    from diffguard.eval.run_config import build_run_config
+    from diffguard.guard.rebuild import calibrate_on_val
+    from diffguard.run.run_config import build_run_config
 
     cfg = {"benchmark": "fmnist6", "classifier": str(tiny_models[0]), "diffusion": str(tiny_models[1]),
            "data_root": str(fake_fmnist_root),

@@ -37,7 +37,7 @@ def test_tiny_compvis_ldm_checkpoint_end_to_end(tmp_path: Path) -> None:
     import torchvision
 
     from diffguard.classify.torchvision import torchvision_classifier
-    from diffguard.presets import create_detector
+    from diffguard.detectors.diffguard_presets import diffguard_detector
 
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": read_state_dict(FIXTURE), "global_step": 0}, ckpt)  # Lightning's nesting
@@ -51,7 +51,7 @@ def test_tiny_compvis_ldm_checkpoint_end_to_end(tmp_path: Path) -> None:
 
     save_file(torchvision.models.resnet18(num_classes=10).state_dict(), str(clf_file))
     clf = torchvision_classifier("resnet18", clf_file, num_classes=10, resolution=64)
-    det = create_detector("ldm", clf, backend, steps=3, distances=("l2",))
+    det = diffguard_detector(clf, backend, "ldm", steps=3, distances=("l2",))
     res = det.analyze(x)
     assert res.score.shape == (2,) and bool(torch.isfinite(res.score).all())
     assert res.synthesis.shape == x.shape and float(res.synthesis.abs().max()) <= 1

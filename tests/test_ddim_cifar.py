@@ -222,7 +222,7 @@ def test_wrong_files_give_clear_errors(tmp_path: Path) -> None:
 
 
 def test_cifar10_builder_scores_with_the_original_checkpoint(tmp_path: Path) -> None:
-    from diffguard.specs.models import build_backend
+    from diffguard.specs.model_specs import build_backend
     from diffguard.nets.cifar_resnet import CifarResNet18
     from diffguard.paper import build_paper_detector
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.distributed import Dist, dist_from_env, merge_stores
-from diffguard.eval.runner import Runner
-from diffguard.eval.store import ResultStore, StoreError
+from diffguard.run.run_config import build_run_config
+from diffguard.run.distributed import Dist, dist_from_env, merge_stores
+from diffguard.run.runner import Runner
+from diffguard.run.store import ResultStore, StoreError
 from test_runner import tiny_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -51,7 +51,7 @@ def test_dist_from_env_and_ownership(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from diffguard.eval.distributed import choose_backend
+    from diffguard.run.distributed import choose_backend
 
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -68,7 +68,7 @@ def test_sharded_ranks_cover_every_batch_once(tmp_path: Path, tiny_models: tuple
     """Two ranks as threads (a thread barrier for the process group's): disjoint batches that merge to the whole."""
     import threading
 
-    import diffguard.eval.distributed as dist_mod
+    import diffguard.run.distributed as dist_mod
 
     wall = threading.Barrier(2, timeout=120)
     monkeypatch.setattr(dist_mod, "barrier", lambda d: wall.wait())
@@ -156,7 +156,7 @@ def test_two_ranks_resume_a_single_process_run(tmp_path: Path, tiny_models: tupl
     skip its finished batches, and the merged results equal one uninterrupted process's."""
     import threading
 
-    import diffguard.eval.distributed as dist_mod
+    import diffguard.run.distributed as dist_mod
 
     cfg = build_run_config(tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=3, val_limit=2,
                                        batch_size=2))

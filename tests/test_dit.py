@@ -44,7 +44,7 @@ def _tiny_dit_folder(root: Path, classes: int = 10) -> Path:
 
 
 def test_tiny_dit_folder_end_to_end(tmp_path: Path) -> None:
-    from diffguard.presets import create_detector
+    from diffguard.detectors.diffguard_presets import diffguard_detector
 
     backend = load_dit(_tiny_dit_folder(tmp_path / "dit"))
     assert backend.null_label == 10 and backend.scale_factor == pytest.approx(0.18215)
@@ -54,7 +54,7 @@ def test_tiny_dit_folder_end_to_end(tmp_path: Path) -> None:
         assert z.shape == (2, 4, 8, 8)
         eps = backend.eps(z, torch.tensor([10, 500]), torch.tensor([3, 10]))  # a label and the null class
     assert eps.shape == z.shape  # learned sigma split off: 8 outputs -> 4
-    det = create_detector("ldm", _tiny_classifier(16), backend, steps=3, cam_cut=None, scale=4.0, distances=("l2",))
+    det = diffguard_detector(_tiny_classifier(16), backend, "ldm", steps=3, cam_cut=None, scale=4.0, distances=("l2",))
     res = det.analyze(x)
     assert res.score.shape == (2,) and bool(torch.isfinite(res.score).all()) and res.synthesis.shape == x.shape
 
@@ -73,7 +73,7 @@ def test_dit_folder_errors(tmp_path: Path) -> None:
 def test_tiny_latent_unet_on_a_vq_model(tmp_path: Path) -> None:
     from diffusers import UNet2DModel, VQModel
 
-    from diffguard.presets import create_detector
+    from diffguard.detectors.diffguard_presets import diffguard_detector
 
     torch.manual_seed(0)
     root = tmp_path / "ldm"
@@ -89,7 +89,7 @@ def test_tiny_latent_unet_on_a_vq_model(tmp_path: Path) -> None:
     backend = load_latent_diffusers(root, null_label=10)
     assert backend.scale_factor == 1.0
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    det = create_detector("ldm", _tiny_classifier(16), backend, steps=3, cam_cut=None, distances=("l2",))
+    det = diffguard_detector(_tiny_classifier(16), backend, "ldm", steps=3, cam_cut=None, distances=("l2",))
     res = det.analyze(x)
     assert res.score.shape == (2,) and bool(torch.isfinite(res.score).all())
 
@@ -112,7 +112,7 @@ def test_dit_folder_with_the_older_transformer2d_config(tmp_path: Path) -> None:
 def test_dit_folders_are_recognised_from_their_files(tmp_path: Path) -> None:
     """A DiT pipeline folder given as a plain path, and its bare transformer/ folder (VAE and scheduler found
     beside it), load as the same class-conditional latent backend."""
-    from diffguard.specs.models import build_backend
+    from diffguard.specs.model_specs import build_backend
 
     root = _tiny_dit_folder(tmp_path / "dit")
     for spec in (str(root), {"type": "diffusers", "folder": str(root / "transformer")}):

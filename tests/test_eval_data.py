@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffguard.eval.benchmarks import BenchmarkSpec, SetSpec, get_benchmark, open_benchmark
-from diffguard.eval.datasets import DataError, ImageListSource, load_image, read_image_list
+from diffguard.bench.definitions import BenchmarkSpec, SetSpec, get_benchmark
+from diffguard.bench.open_sets import open_benchmark
+from diffguard.bench.image_sources import DataError, ImageListSource, load_image, read_image_list
 
 
 def make_imglist_benchmark(root: Path, n: int = 4, size: int = 12, channels: int = 3,

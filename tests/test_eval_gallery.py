@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffguard.eval.gallery import GalleryItem, gallery_figure, pick_extremes, save_gallery, to_uint8
-from diffguard.eval.tables import ScoreTable
+from diffguard.report.gallery import GalleryItem, gallery_figure, pick_extremes, save_gallery, to_uint8
+from diffguard.report.tables import ScoreTable
 
 
 def test_to_uint8_maps_range_and_layout() -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 from report_fakes import METHODS, fake_table
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from diffguard.eval.plots import histogram_figure, roc_curves, roc_figure
+from diffguard.report.plots import histogram_figure, roc_curves, roc_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from report_fakes import METHODS, fake_galleries, fake_metrics, fake_report, fake_table
 
-from diffguard.eval.report import metrics_html, write_report
+from diffguard.report.html_report import metrics_html, write_report
 
 
 class Collect(HTMLParser):

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffguard.eval.benchmarks import BenchmarkSpec, SetSpec
-from diffguard.eval import evaluate as ev_mod
-from diffguard.eval.evaluate import evaluate, ood_groups, summary_rows, write_outputs
-from diffguard.eval.rows import is_validation
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.runner import Runner
+from diffguard.bench.definitions import BenchmarkSpec, SetSpec
+from diffguard.evaluation import evaluate_run as ev_mod
+from diffguard.evaluation.evaluate_run import evaluate, ood_groups, summary_rows, write_outputs
+from diffguard.run.plan import is_validation
+from diffguard.run.run_config import build_run_config
+from diffguard.run.runner import Runner
 from test_eval_data import make_imglist_benchmark
 
 
@@ -50,7 +50,7 @@ DG = {name: list(np.asarray(v, float)[::-1] * 0.5 + 1) for name, v in MSP.items(
 
 def _fill(runner: Runner) -> None:
     """The classifier pass (labels; predictions right except one test-csid row) and both methods' scores."""
-    from diffguard.eval.store import ResultStore
+    from diffguard.run.store import ResultStore
 
     with ResultStore(runner.out / "results.sqlite", runner.manifest) as store:
         for name, src in runner.sources.items():
@@ -80,7 +80,7 @@ def test_roles_join_the_right_groups_and_csid_flag_rate(tmp_path: Path) -> None:
     assert ev_mod.test_sets(runner) == ["test", "near1", "far1"]
     assert ood_groups(runner) == {"near": ["near1"], "far": ["far1"], "all": ["near1", "far1"]}
     _fill(runner)
-    from diffguard.eval.store import ResultStore
+    from diffguard.run.store import ResultStore
 
     with ResultStore(runner.out / "results.sqlite", runner.manifest) as store:
         ev = evaluate(runner, store)
@@ -130,7 +130,7 @@ def test_roles_join_the_right_groups_and_csid_flag_rate(tmp_path: Path) -> None:
 def test_missing_validation_scores_make_a_method_incomplete(tmp_path: Path) -> None:
     runner = _runner(tmp_path)
     _fill(runner)
-    from diffguard.eval.store import ResultStore
+    from diffguard.run.store import ResultStore
 
     with ResultStore(runner.out / "results.sqlite", runner.manifest) as store:
         store.db.execute("DELETE FROM scores WHERE method = 'dg' AND set_name = 'valood-b'")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffguard.eval import _files
-from diffguard.eval.tables import ScoreTable, format_cell, markdown_table, write_metric_tables
+from diffguard import atomic_files as _files
+from diffguard.report.tables import ScoreTable, format_cell, markdown_table, write_metric_tables
 
 AWKWARD = [1 / 3, -0.0, 1e-300, 5e-324, np.nextafter(1.0, 2.0), float("nan"), -123456.789e200, 0.1 + 0.2]
 

@@ -112,7 +112,7 @@ def test_weighted_sum_refuses_bad_input_and_rules_by_name():
 
 def test_fusion_entries_of_a_run_config_choose_their_rule() -> None:
     from diffguard.errors import ConfigError
-    from diffguard.eval.run_config import build_run_config
+    from diffguard.run.run_config import build_run_config
 
     methods = [{"name": "msp"}, {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg"}]
     cfg = build_run_config({"methods": methods, "fusion": [

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.evaluate import evaluate
-from diffguard.eval.run_config import config_dict
-from diffguard.eval.runner import Runner
+from diffguard.run.run_config import build_run_config
+from diffguard.evaluation.evaluate_run import evaluate
+from diffguard.run.run_config import config_dict
+from diffguard.run.runner import Runner
 from test_runner import tiny_config
 from test_throughput import load_script
 

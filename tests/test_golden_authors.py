@@ -68,7 +68,7 @@ def build_gdm_parts():
     import torchvision
 
     from diffguard.backends.adm import adm_alphas_cumprod, load_adm_unet
-    from diffguard.backends.pixel import PixelBackend
+    from diffguard.backends.pixel_unet import PixelBackend
     from diffguard.classify.torchvision import torchvision_classifier
 
     cfg = json.loads((FIXTURES / "B_gdm.config.json").read_text())
@@ -87,7 +87,7 @@ def gdm_parts():
 
 def _detector(backend, clf, reference: str, recorder: bool = False):
     from diffguard.detectors.diffguard import DiffGuard
-    from diffguard.presets import PRESETS
+    from diffguard.detectors.diffguard_presets import PRESETS
 
     kwargs = PRESETS.create("gdm", steps=20, early_stop_steps=2, psnr_threshold=48.5, dists_threshold=None)
     rec = Recorder(kwargs["inversion"].stop) if recorder else None

@@ -86,7 +86,7 @@ def test_ldm_networks_match_the_authors(ldm_parts) -> None:
 
 def test_ldm_dsg_mask_matches_the_authors(ldm_parts) -> None:
     from diffguard.classify.gradcam import grad_cam
-    from diffguard.presets import PRESETS
+    from diffguard.detectors.diffguard_presets import PRESETS
 
     backend, clf = ldm_parts
     io = _load("C_ldm_cam.io.safetensors")
@@ -101,12 +101,12 @@ def test_ldm_dsg_mask_matches_the_authors(ldm_parts) -> None:
 
 @pytest.mark.parametrize("run", ["cam", "nocam"])
 def test_ldm_pipeline_matches_the_authors(ldm_parts, run: str) -> None:
-    from diffguard.presets import create_detector
+    from diffguard.detectors.diffguard_presets import diffguard_detector
 
     backend, clf = ldm_parts
     cam_io, io = _load("C_ldm_cam.io.safetensors"), _load(f"C_ldm_{run}.io.safetensors")
     x = cam_io["x_input"].float()
-    det = create_detector("ldm", clf, backend, steps=5, scale=10.0, cam_cut=0.3 if run == "cam" else None,
+    det = diffguard_detector(clf, backend, "ldm", steps=5, scale=10.0, cam_cut=0.3 if run == "cam" else None,
                           distances=("l2", "gmsd", "logits_l1"))
     res = det.analyze(x)
     _latents_match(det, backend, clf, x, res.labels, cam_io, io)

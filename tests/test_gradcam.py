@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.gradcam import cam_mask, grad_cam
 
 C, K, H, W = 3, 5, 6, 7

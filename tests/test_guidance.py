@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.diffusion.ddim import ddim_step
 from diffguard.guidance.cfg import cfg_eps, label_eps
-from diffguard.guidance.classifier import class_log_prob, clean_grad_guidance, clip_eps
+from diffguard.guidance.clean_grad import class_log_prob, clean_grad_guidance, clip_eps
 from diffguard.guidance.cutout import Cutouts
-from diffguard.guidance.masked_cfg import masked_cfg_eps
+from diffguard.guidance.dsg import masked_cfg_eps
 
 B, C, S, K = 4, 2, 8, 3
 DT = torch.float64

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
-from diffguard.eval.metrics import (
+from diffguard.evaluation.ood_metrics import (
     METRIC_KEYS,
     MetricsAccumulator,
     accuracy,

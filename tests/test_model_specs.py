@@ -18,11 +18,11 @@ from safetensors.torch import save_file
 
 from diffguard.backends.latent import LatentBackend
 from diffguard.backends.loaders import CheckpointError
-from diffguard.backends.pixel import PixelBackend
+from diffguard.backends.pixel_unet import PixelBackend
 from diffguard.classify.gradcam import grad_cam
 from diffguard.errors import ConfigError, UserError
 from diffguard.model_files import shipped_path
-from diffguard.specs.models import build_backend, build_classifier
+from diffguard.specs.model_specs import build_backend, build_classifier
 
 NETS = '''
 import torch
@@ -175,7 +175,7 @@ def test_class_conditional_unet_needs_its_null_label(tmp_path: Path) -> None:
 def test_latent_pipeline_is_recognised_and_moves(tmp_path: Path) -> None:
     from diffusers import DDPMScheduler, VQModel
 
-    from diffguard.eval.placement import to_device
+    from diffguard.devices import to_device
 
     root = tmp_path / "ldm"
     _tiny_unet(channels=3).save_pretrained(root / "unet")
@@ -207,7 +207,7 @@ def test_shipped_layout_is_recognised() -> None:
 def test_a_shipped_model_is_named_by_its_folder_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``{type: shipped, folder: NAME}`` finds a model folder of the package from any working directory, and the
     manifest hashes that folder (a config in the package cannot know where it is run from)."""
-    from diffguard.specs.models import spec_files
+    from diffguard.specs.model_specs import spec_files
 
     monkeypatch.chdir(tmp_path)
     spec = {"type": "shipped", "folder": "fmnist6-diffusion-large"}

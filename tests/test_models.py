@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.cards import write_cards
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.train.model_cards import write_cards
 from diffguard.model_files import ModelFileError, load_classifier, load_diffusion, shipped_path
 from diffguard.diffusion.early_stop import psnr
-from diffguard.model_quality import QualityCheck, run_quality_check
+from diffguard.train.model_check import QualityCheck, run_quality_check
 
 
 def test_shipped_classifier_loads_and_gives_finite_logits():

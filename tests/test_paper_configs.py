@@ -11,9 +11,9 @@ import torch
 
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.errors import ConfigError
-from diffguard.eval.run_config import build_run_config, read_config_file
+from diffguard.run.run_config import build_run_config, read_config_file
 from diffguard.paper import build_paper_detector, paper_settings, setting_files
-from diffguard.presets import PRESETS
+from diffguard.detectors.diffguard_presets import PRESETS
 
 SETTINGS = ["cifar10", "imagenet-gdm", "imagenet-ldm"]
 

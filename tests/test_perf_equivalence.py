@@ -11,7 +11,7 @@ from diffguard.diffusion.rows import RowsMemo
 from diffguard.distances.perceptual import DISTSDistance, write_dists_weights
 from diffguard.distances.vgg import vgg16_feature_shapes
 from diffguard.guidance.cfg import cfg_eps
-from diffguard.guidance.masked_cfg import masked_cfg_eps
+from diffguard.guidance.dsg import masked_cfg_eps
 from diffguard.diffusion.early_stop import CachedReferenceSimilarity
 
 NULL = 5

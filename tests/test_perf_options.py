@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from diffguard.backends.latent import UNetEps
-from diffguard.backends.pixel import PixelBackend
+from diffguard.backends.pixel_unet import PixelBackend
 from diffguard.perf.accel import NetworkRunner
 from diffguard.perf.oom import run_batched
-from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet
+from diffguard.train.train_diffusion import DiffusionTrainConfig, build_scheduler, build_unet
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffguard.eval.placement import resolve_device, to_device
+from diffguard.devices import resolve_device, to_device
 
 
 def test_resolve_device() -> None:
@@ -22,8 +22,8 @@ def test_resolve_device() -> None:
 
 
 def test_to_device_reaches_modules_inside_wrappers(tiny_models: tuple[Path, Path]) -> None:
-    from diffguard.backends.pixel import PixelBackend
-    from diffguard.classify.base import fmnist6_classifier
+    from diffguard.backends.pixel_unet import PixelBackend
+    from diffguard.classify.adapter import fmnist6_classifier
 
     backend = to_device(PixelBackend.from_folder(str(tiny_models[1])), torch.device("meta"))
     assert all(p.device.type == "meta" for p in backend.unet.parameters())

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffguard.guidance.classifier import ClassifierGuidance
-from diffguard.guidance.masked_cfg import CFGGuidance
+from diffguard.guidance.clean_grad import ClassifierGuidance
+from diffguard.guidance.dsg import CFGGuidance
 from diffguard.diffusion.early_stop import (
     AUTHORS_PSNR_PEAK, any_of, authors_psnr_to_standard, psnr, psnr_below, similarity_below,
 )
 from diffguard.distances import write_dists_weights
 from diffguard.distances.vgg import vgg16_feature_shapes
-from diffguard.presets import PRESETS, apply_overrides, create_detector
+from diffguard.detectors.diffguard_presets import PRESETS, apply_overrides, diffguard_detector
 
 
 @pytest.fixture(scope="module")
@@ -87,4 +87,4 @@ def test_unknown_preset_suggests_names():
 
 def test_create_detector_refuses_unknown_option():
     with pytest.raises(ValueError, match="unknown DiffGuard option"):
-        create_detector("fmnist6-cfg", object(), object(), refrence="input")
+        diffguard_detector(object(), object(), "fmnist6-cfg", refrence="input")

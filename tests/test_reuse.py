@@ -9,8 +9,8 @@ import pytest
 
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.errors import ConfigError
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.runner import Runner
+from diffguard.run.run_config import build_run_config
+from diffguard.run.runner import Runner
 
 from test_runner import FAST, tiny_config
 
@@ -92,8 +92,8 @@ def test_unsafe_reuse_is_refused(tmp_path: Path, tiny_models: tuple[Path, Path],
 
 
 def test_the_tuned_run_config_reuses_safely() -> None:
-    from diffguard.eval.run_config import load_run_config
-    from diffguard.specs.methods import check_reuse
+    from diffguard.run.run_config import load_run_config
+    from diffguard.specs.method_specs import check_reuse
 
     cfg = load_run_config("fmnist6-tuned")
     assert cfg.method("diffguard-tuned-oracle").reuse == "diffguard-tuned"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from diffguard.cli import main
-from diffguard.eval.preflight import MIN_FREE_BYTES, PreflightError, preflight
+from diffguard.run.preflight import MIN_FREE_BYTES, PreflightError, preflight
 from test_runner import tiny_config
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.evaluate import evaluate, write_outputs
-from diffguard.eval.runner import Runner, select_rows
-from diffguard.eval.store import StoreError
+from diffguard.run.run_config import build_run_config
+from diffguard.evaluation.evaluate_run import evaluate, write_outputs
+from diffguard.run.runner import Runner, select_rows
+from diffguard.run.store import StoreError
 from test_eval_data import make_imglist_benchmark
 
 FAST = ["inversion.steps=6", "inversion.cap=4"]
@@ -52,7 +52,7 @@ def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, P
         ev = evaluate(runner, store)
         report = write_outputs(runner, store, ev, {"machine": "test"})
     assert ev.complete == ["msp", "knn", "dg"] and not ev.incomplete
-    from diffguard.eval.evaluate import summary_rows
+    from diffguard.evaluation.evaluate_run import summary_rows
 
     cost = {r["method"]: r["s / image"] for r in summary_rows(runner, ev)}
     dg_title, msp_title = cfg.method("dg").title, cfg.method("msp").title
@@ -65,7 +65,7 @@ def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, P
         assert (tmp_path / "out" / name).is_file(), name
     html = report.read_text()
     assert html.count("<img") >= 3 and 'id="summary"' in html and 'id="metrics"' in html
-    from diffguard.eval.tables import ScoreTable
+    from diffguard.report.tables import ScoreTable
 
     table = ScoreTable.from_csv(tmp_path / "out" / "scores.csv")
     assert len(table) == 15 and np.isfinite(table.scores["dg"]).all()
@@ -172,7 +172,7 @@ def test_two_member_ensemble_runs(tmp_path: Path, tiny_models: tuple[Path, Path]
     ("imagenet-ldm", ("LDM_CHECKPOINT", "RESNET50_WEIGHTS", "DISTS_WEIGHTS")),
     ("cifar10", ("DIFFNB_CKPT", "OPENOOD_CKPT"))])
 def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
-    from diffguard.eval.run_config import load_run_config
+    from diffguard.run.run_config import load_run_config
 
     for var in env:
         monkeypatch.delenv(var, raising=False)
@@ -187,7 +187,7 @@ def test_paper_configs_need_their_files(name: str, env: tuple[str, ...], monkeyp
 
 
 def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
-    from diffguard.specs.models import build_backend, build_classifier, spec_files
+    from diffguard.specs.model_specs import build_backend, build_classifier, spec_files
 
     clf = build_classifier({"type": "fmnist6", "folder": str(tiny_models[0])})
     import torch
@@ -203,8 +203,8 @@ def test_model_specs(tiny_models: tuple[Path, Path]) -> None:
 
 def test_module_specs_hash_the_network_source_too(tmp_path: Path) -> None:
     """A ``type: module`` spec's class file is in the manifest hashes: an edited network is noticed."""
-    from diffguard.eval.manifest import path_hash
-    from diffguard.specs.models import spec_files
+    from diffguard.run.manifest import path_hash
+    from diffguard.specs.model_specs import spec_files
 
     net = tmp_path / "nets.py"
     net.write_text("import torch\nclass Net(torch.nn.Module):\n    pass\n")
@@ -220,7 +220,7 @@ def test_module_specs_hash_the_network_source_too(tmp_path: Path) -> None:
 
 
 def test_manifest_records_every_seed() -> None:
-    from diffguard.cli.benchmark import run_seeds
+    from diffguard.cli.benchmark_cmd import run_seeds
 
     cfg = build_run_config({"benchmark": "fmnist6", "limit_seed": 3, "methods": [
         {"name": "msp"}, {"name": "mc_dropout", "params": {"seed": 5}}, {"name": "diffnb"},
@@ -231,7 +231,7 @@ def test_manifest_records_every_seed() -> None:
 
 def test_ablation_config_writes_its_table_and_plot(tmp_path: Path, tiny_models: tuple[Path, Path],
                                                    fake_fmnist_root: Path) -> None:
-    from diffguard.eval.run_config import load_run_config
+    from diffguard.run.run_config import load_run_config
 
     shipped = load_run_config("ablation-steps")  # the shipped configs parse, with one variant per setting
     assert shipped.ablation == "DDIM steps" and len(shipped.methods) == 4
@@ -244,7 +244,7 @@ def test_ablation_config_writes_its_table_and_plot(tmp_path: Path, tiny_models: 
     with runner.run() as store:
         ev = evaluate(runner, store)
         write_outputs(runner, store, ev, {"command": "diffguard benchmark x", "machine": "test box"})
-    from diffguard.eval.evaluate import ablation_rows
+    from diffguard.evaluation.evaluate_run import ablation_rows
 
     rows = ablation_rows(runner, ev)
     assert [r["DDIM steps"] for r in rows] == ["4", "6"] and all(r["s / image"] > 0 for r in rows)

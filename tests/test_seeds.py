@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from diffguard.cli import main
-from diffguard.cli.benchmark import run_seeds, seed_overrides
-from diffguard.eval.run_config import build_run_config
-from diffguard.eval.seeds import aggregate, check_same_plan, pm, summary_rows
-from diffguard.eval.store import StoreError
+from diffguard.cli.benchmark_cmd import run_seeds, seed_overrides
+from diffguard.run.run_config import build_run_config
+from diffguard.evaluation.seed_spread import aggregate, check_same_plan, pm, summary_rows
+from diffguard.run.store import StoreError
 from test_runner import FAST, tiny_config
 
 
@@ -104,6 +104,6 @@ def test_seeds_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (tmp_path / "bad" / "run_config.json").write_text("{}")
     (tmp_path / "bad" / "metrics.json").write_text("[1, 2")
     with pytest.raises(StoreError, match="unreadable metrics"):
-        from diffguard.eval.seeds import read_run
+        from diffguard.evaluation.seed_spread import read_run
 
         read_run(tmp_path / "bad")

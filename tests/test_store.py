@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffguard.eval.store import ResultStore, StoreError
+from diffguard.run.store import ResultStore, StoreError
 
 
 def test_batches_round_trip(tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import ModuleClassifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.diffusion.inversion import Inversion
-from diffguard.guidance.classifier import ClassifierGuidance
-from diffguard.guidance.masked_cfg import CFGGuidance
+from diffguard.guidance.clean_grad import ClassifierGuidance
+from diffguard.guidance.dsg import CFGGuidance
 from diffguard.diffusion.early_stop import psnr_below
 from diffguard.perf.counting import NetworkCounter
 from diffguard.perf.throughput import measure, network_modules

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from diffguard.cli import main
 from diffguard.model_files import load_classifier, load_diffusion
-from diffguard.train.classifier import ClassifierTrainConfig, train_classifier
-from diffguard.train.diffusion import DiffusionTrainConfig, train_diffusion
+from diffguard.train.train_classifier import ClassifierTrainConfig, train_classifier
+from diffguard.train.train_diffusion import DiffusionTrainConfig, train_diffusion
 
 TINY_CLF = dict(steps=4, batch_size=16, width=4, limit=256, warmup=2)
 TINY_DIFF = dict(steps=4, batch_size=8, channels=(8, 16, 16), attention_lowest=False, limit=128, warmup=2)

@@ -13,12 +13,12 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import fmnist6_classifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.cli import main
 from diffguard.errors import ConfigError
-from diffguard.train.classifier import ClassifierTrainConfig, train_classifier
-from diffguard.train.diffusion import DiffusionTrainConfig, build_unet
+from diffguard.train.train_classifier import ClassifierTrainConfig, train_classifier
+from diffguard.train.train_diffusion import DiffusionTrainConfig, build_unet
 from user_data import make_shapes
 
 CPU = ["--device", "cpu", "--threads", "1"]
@@ -120,8 +120,8 @@ def test_benchmark_run_on_user_data_and_report_from_the_folder(trained, tmp_path
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     assert "results:" in capsys.readouterr().out
-    from diffguard.cli.benchmark import _default_out
-    from diffguard.eval.run_config import load_run_config
+    from diffguard.cli.benchmark_cmd import _default_out
+    from diffguard.run.run_config import load_run_config
 
     assert _default_out(str(bench), load_run_config(bench)) == Path("results") / "shapes"
     assert _default_out(str(tmp_path / "run.yaml"), load_run_config(tmp_path / "run.yaml")) == Path("results/run")

@@ -14,9 +14,9 @@ import yaml
 from PIL import Image
 
 from diffguard.errors import UserError
-from diffguard.eval.benchmarks import BenchmarkSpec, SetSpec
-from diffguard.eval.run_config import build_run_config, load_run_config
-from diffguard.specs.methods import MethodConfig
+from diffguard.bench.definitions import BenchmarkSpec, SetSpec
+from diffguard.run.run_config import build_run_config, load_run_config
+from diffguard.specs.method_specs import MethodConfig
 from diffguard.tune import Limits, Objective, TestDataRefused, ValidationData, space_for, tune, tuning_role
 from diffguard.tune.space import DIFFGUARD_SPACE, Space, cat
 from diffguard.tune.study import StudyPlan, load_studies, run_study, storage_for
@@ -91,7 +91,7 @@ def test_spaces_are_data_grid_or_tpe_and_apply_to_specs() -> None:
 def test_every_detector_has_a_space_of_its_own_parameters() -> None:
     import inspect
 
-    from diffguard.detectors.base import detector_factory, list_detectors
+    from diffguard.detectors.detector import detector_factory, list_detectors
     from diffguard.tune import SPACES
 
     assert set(list_detectors()) == set(SPACES)
@@ -263,7 +263,7 @@ def test_diffguard_trials_choose_the_distance_post_hoc(tuned) -> None:
 def test_a_tuned_distance_pair_deploys_as_ranked(tuned, tiny_models: tuple[Path, Path]) -> None:
     """The spec written for a pair ``a+b`` (score_distance + ID-val score_scales) scores ID-val images exactly as
     the ranking's z-scored sum did."""
-    from diffguard.specs.methods import build_method
+    from diffguard.specs.method_specs import build_method
     from diffguard.tune import trials as tr
     from diffguard.tune.data import Models
 
@@ -363,7 +363,7 @@ def test_a_spec_drawn_twice_reuses_the_stored_scores(tmp_path: Path, tiny_models
 
 
 def test_report_labels_the_score_and_old_rankings() -> None:
-    from diffguard.tune.report import score_label, trial_note
+    from diffguard.tune.tune_report import score_label, trial_note
 
     assert score_label({"column": "dist:l1"}) == "l1"
     assert score_label({"column": "cal:l1"}) == "l1 (class-calibrated)"

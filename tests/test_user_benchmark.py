@@ -12,10 +12,10 @@ import torch
 import yaml
 
 from diffguard.errors import ConfigError
-from diffguard.eval.benchmarks import open_benchmark, resolve_benchmark
-from diffguard.eval.datasets import DataError, ImageFolderSource
-from diffguard.eval.run_config import build_run_config, config_dict, load_run_config
-from diffguard.eval.user_benchmark import benchmark_dict, benchmark_from_dict, load_benchmark_file
+from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
+from diffguard.bench.image_sources import DataError, ImageFolderSource
+from diffguard.run.run_config import build_run_config, config_dict, load_run_config
+from diffguard.bench.user_yaml import benchmark_dict, benchmark_from_dict, load_benchmark_file
 from user_data import CLASSES, make_shapes
 
 

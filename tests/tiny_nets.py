@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from diffguard.backends.pixel import PixelBackend
-from diffguard.classify.base import ModuleClassifier
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.nets.resnet import SmallResNet
-from diffguard.train.diffusion import DiffusionTrainConfig, build_scheduler, build_unet
+from diffguard.train.train_diffusion import DiffusionTrainConfig, build_scheduler, build_unet
 
 
 def tiny_pixel_models(seed: int = 0) -> tuple[PixelBackend, ModuleClassifier]:

@@ -5,16 +5,16 @@ Conventions: images are float tensors (B, C, H, W) in [-1, 1]; OOD labels are -1
 
 from __future__ import annotations
 
-from diffguard.backends.pixel import PixelBackend
+from diffguard.backends.pixel_unet import PixelBackend
 from diffguard.data.fmnist6 import ImageSet, load_fmnist6
-from diffguard.detectors.base import ClassifierOutputs, create_baseline, list_baselines
+from diffguard.detectors.detector import ClassifierOutputs, create_baseline, create_detector, list_baselines
 from diffguard.detectors.diffguard import DiffGuard, DiffGuardResult
 from diffguard.detectors.fusion import BandFusion
 from diffguard.diffusion.ddim import Levels, ddim_invert, ddim_sample, ddim_step
 from diffguard.diffusion.respace import even_levels, uniform_levels
-from diffguard.eval.metrics import compute_metrics, fpr_at_95_id, fpr_at_95_ood
+from diffguard.evaluation.ood_metrics import compute_metrics, fpr_at_95_id, fpr_at_95_ood
 from diffguard.model_files import load_classifier, load_diffusion
-from diffguard.presets import create_detector
+
 
 __version__ = "0.1.0"
 

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from diffguard.data.fmnist6 import KNOWN_NAMES, RESOLUTION
 from diffguard.nets.resnet import SmallResNet
+from diffusers import DDPMScheduler, UNet2DModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {"classifier": "fmnist6-classifier", "diffusion": "fmnist6-diffusion"}
@@ -147,7 +148,6 @@ def diffusion_info(folder: str | os.PathLike[str] | None = None) -> dict[str, An
 def load_diffusion(folder: str | os.PathLike[str] | None = None) -> DiffusionModel:
     """Load a diffusion folder (default: the shipped one) offline, in eval mode on the CPU."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from diffusers import DDPMScheduler, UNet2DModel
 
     folder = Path(folder) if folder is not None else shipped_path("diffusion")
     info = _read_json(folder / "diffguard.json")

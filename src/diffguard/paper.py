@@ -24,14 +24,19 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from diffguard.detectors.diffguard import DiffGuard
+from diffguard.specs.method_specs import build_method
 from diffguard.errors import ConfigError
+from diffguard.run.run_config import CONFIG_DIR, read_config_file
+import yaml
+from diffguard.run.run_config import builtin_configs
+from diffguard.run.run_config import build_run_config, read_config_file
+from diffguard.specs.model_specs import build_backend, build_classifier
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MODEL_KEYS = ("classifier", "diffusion")
 
 
 def _config_path(name: str | os.PathLike[str]) -> Path:
-    from diffguard.eval.run_config import CONFIG_DIR, read_config_file
 
     path = Path(name)
     if path.suffix or path.exists():
@@ -44,7 +49,6 @@ def _config_path(name: str | os.PathLike[str]) -> Path:
 
 
 def _raw(name: str | os.PathLike[str]) -> dict[str, Any]:
-    import yaml
 
     data = yaml.safe_load(_config_path(name).read_text())
     if not isinstance(data, dict):
@@ -62,7 +66,6 @@ def _variables(value: Any) -> list[str]:
 
 def paper_settings() -> dict[str, dict[str, Any]]:
     """The built-in configs that describe a paper setting (an ``about:`` block naming its source): name -> about."""
-    from diffguard.eval.run_config import builtin_configs
 
     out = {}
     for name in builtin_configs():
@@ -87,7 +90,7 @@ def build_paper_detector(name: str | os.PathLike[str], *, classifier: Any = None
 
     Args:
         name: the config.
-        classifier, diffusion: model specs replacing the config's (:mod:`diffguard.specs.models`), e.g.
+        classifier, diffusion: model specs replacing the config's (:mod:`diffguard.specs.model_specs`), e.g.
             ``diffusion={"type": "diffusers", "folder": "cifar10-cond", "null_label": 10}``; their files are then
             not needed.
         method: the config's DiffGuard method to build when it has several (default: the only one).
@@ -98,8 +101,6 @@ def build_paper_detector(name: str | os.PathLike[str], *, classifier: Any = None
     Raises:
         ConfigError: a file variable given neither here nor in the environment (its description is shown).
     """
-    from diffguard.eval.run_config import build_run_config, read_config_file
-    from diffguard.specs.models import build_backend, build_classifier
 
     replaced = [k for k, spec in zip(_MODEL_KEYS, (classifier, diffusion)) if spec is not None]
     every, needed = setting_files(name), setting_files(name, replaced)
@@ -116,17 +117,5 @@ def build_paper_detector(name: str | os.PathLike[str], *, classifier: Any = None
     if len(candidates) != 1:
         names = [m.name for m in run.methods if m.is_diffguard]
         raise ConfigError(f"config {name}: choose one DiffGuard method with method=<name>; it has {names}")
-    return diffguard_from_params(candidates[0].params, build_classifier(run.classifier),
-                                 build_backend(run.diffusion), overrides, values)
-
-
-def diffguard_from_params(params: Mapping[str, Any], classifier: Any, backend: Any, overrides: Sequence[str] = (),
-                          options: Mapping[str, Any] | None = None) -> DiffGuard:
-    """A DiffGuard from a method's ``params`` (``preset``, preset arguments / DiffGuard fields, ``overrides``);
-    ``options`` and ``overrides`` are applied on top."""
-    from diffguard.presets import create_detector
-
-    params = dict(params)
-    preset = params.pop("preset", "fmnist6-cfg")
-    all_overrides = [*params.pop("overrides", []), *overrides]
-    return create_detector(preset, classifier, backend, overrides=all_overrides, **{**params, **(options or {})})
+    spec = candidates[0].with_params(values, overrides)
+    return build_method(spec, build_classifier(run.classifier), build_backend(run.diffusion))

@@ -38,9 +38,11 @@ import torch
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict
+from diffusers import UNet2DModel
+from diffguard.backends.pixel_unet import PixelBackend
 
 if TYPE_CHECKING:
-    from diffguard.backends.pixel import PixelBackend
+    from diffguard.backends.pixel_unet import PixelBackend
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,6 @@ def load_adm_unet(source: str | os.PathLike[str] | Mapping[str, Tensor], config:
     output (B, out_channels, H, W) with eps in the first C channels (learned-sigma models add the variance
     interpolation values v in the other C).
     """
-    from diffusers import UNet2DModel
 
     state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
     if config is None:
@@ -300,14 +301,13 @@ def adm_alphas_cumprod(schedule: ScheduleName = "linear", steps: int = 1000) -> 
 def adm_backend(source: str | os.PathLike[str] | Mapping[str, Tensor], config: AdmConfig | Mapping | None = None,
                 schedule: ScheduleName = "linear", steps: int = 1000, resolution: int | None = 256,
                 num_head_channels: int = 64) -> "PixelBackend":
-    """A :class:`~diffguard.backends.pixel.PixelBackend` for an unconditional ADM checkpoint.
+    """A :class:`~diffguard.backends.pixel_unet.PixelBackend` for an unconditional ADM checkpoint.
 
     ``resolution``: the model's image size; inputs of another size are resized to it (bilinear, no antialias,
     as the authors' pinned torchvision) and syntheses are resized back by the detector. Class-conditional ADM
     models have no null class, so DiffGuard's unconditional inversion cannot use them; load them with
     :func:`load_adm_unet` instead.
     """
-    from diffguard.backends.pixel import PixelBackend
 
     unet = load_adm_unet(source, config, num_head_channels=num_head_channels, image_size=resolution)
     if unet.config.num_class_embeds is not None:

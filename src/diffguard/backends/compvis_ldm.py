@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import yaml
 from torch import Tensor
 
 from diffguard.backends.adm import AdmConfig, block_map, rename_unet_keys
 from diffguard.backends.compvis_vq import CompVisVQ, load_compvis_vq
 from diffguard.backends.latent import LatentBackend
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict, strip_prefix
+from diffusers import UNet2DConditionModel
 
 UNET = "model.diffusion_model."
 
@@ -120,10 +122,6 @@ def _read_config(config: Mapping | str | os.PathLike | None) -> Mapping[str, Any
     text = Path(config).read_text()
     if str(config).endswith(".json"):
         return json.loads(text)
-    try:
-        import yaml
-    except ImportError as err:
-        raise CheckpointError("reading a YAML config needs PyYAML; pass the config as a dict or JSON") from err
     return yaml.safe_load(text)
 
 
@@ -141,7 +139,6 @@ def load_compvis_ldm(source: str | os.PathLike[str] | Mapping[str, Tensor],
         num_heads, num_head_channels: attention heads when no config says (cin256-v2: 1 head).
         null_label: the null class (default: the last row of the class embedding, 1000 for cin256-v2).
     """
-    from diffusers import UNet2DConditionModel
 
     state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
     cfg = _read_config(config)

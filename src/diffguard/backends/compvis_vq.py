@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact
+from diffusers import VQModel
 
 
 def _levels(state: Mapping[str, Tensor], part: str, group: str) -> int:
@@ -109,7 +110,6 @@ def convert_vq_state_dict(state: Mapping[str, Tensor], levels: int) -> dict[str,
 
 def load_compvis_vq(state: Mapping[str, Tensor]) -> torch.nn.Module:
     """A taming / CompVis VQ first stage (keys without ``first_stage_model.``) as an fp32 ``VQModel``."""
-    from diffusers import VQModel
 
     cfg = vq_config(state)
     model = VQModel(**cfg)

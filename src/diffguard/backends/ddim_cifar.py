@@ -38,9 +38,12 @@ import torch
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_checkpoint
+from diffusers import UNet2DModel
+from diffguard.backends.pixel_unet import PixelBackend
+import yaml
 
 if TYPE_CHECKING:
-    from diffguard.backends.pixel import PixelBackend
+    from diffguard.backends.pixel_unet import PixelBackend
 
 _RES = {"norm1": "norm1", "conv1": "conv1", "temb_proj": "time_emb_proj", "norm2": "norm2", "conv2": "conv2",
         "nin_shortcut": "conv_shortcut"}
@@ -94,7 +97,6 @@ class DdimConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "DdimConfig":
         """From a YAML file such as DiffNB's ``config/ddim_cifar10_cond.yml``."""
-        import yaml
 
         if not Path(path).is_file():
             raise CheckpointError(f"DDIM config file {path} not found (give DiffNB's config/*.yml, or no config: the "
@@ -247,7 +249,6 @@ def load_ddim_unet(source: str | os.PathLike[str] | Mapping[str, Tensor],
     int64 labels with ``num_classes`` the null label (class-conditional models only); output (B, out_ch, H, W) eps.
     ``config``: :class:`DdimConfig`, a parsed YAML or the path of one; None reads the architecture from the weights.
     """
-    from diffusers import UNet2DModel
 
     if isinstance(source, (str, os.PathLike)):
         state = pick_ddim_state(read_checkpoint(source), source)
@@ -270,7 +271,7 @@ def linear_alphas_cumprod(beta_start: float = 1e-4, beta_end: float = 0.02, step
 def load_ddim_cifar(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor],
                     config: DdimConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
                     null_label: int | None = None, **options: Any) -> "PixelBackend":
-    """A :class:`~diffguard.backends.pixel.PixelBackend` for DiffNB's CIFAR checkpoint (or any DDIM-layout model).
+    """A :class:`~diffguard.backends.pixel_unet.PixelBackend` for DiffNB's CIFAR checkpoint (or any DDIM-layout model).
 
     Args:
         checkpoint: DiffNB's class-conditional CIFAR-10 ``*.ckpt`` (or a DDIM-repository checkpoint), read with
@@ -282,7 +283,6 @@ def load_ddim_cifar(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor],
 
     The schedule is DiffNB's: linear betas 1e-4 .. 0.02, T = 1000 (alpha-bar in float64).
     """
-    from diffguard.backends.pixel import PixelBackend
 
     unet = load_ddim_unet(checkpoint, config)
     rows = unet.config.num_class_embeds

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffguard.backends.folders import alphas_cumprod, load_autoencoder, load_unet
+from diffguard.backends.diffusers_parts import alphas_cumprod, load_autoencoder, load_unet
 from diffguard.backends.latent import DiffusersAutoencoder, LatentBackend, UNetEps
 from diffguard.backends.loaders import CheckpointError, ModelFolderError
 from diffguard.errors import ConfigError
+from diffusers import DiTTransformer2DModel
 
 
 def _folder(folder: str | os.PathLike[str], parts: tuple[str, ...]) -> Path:
@@ -58,7 +59,6 @@ def load_dit(folder: str | os.PathLike[str]) -> LatentBackend:
 def dit_backend(transformer_dir: Path, vae_dir: Path, scheduler_dir: Path) -> LatentBackend:
     """The DiT backend from its three diffusers folders (a pipeline's subfolders, or given one by one)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from diffusers import DiTTransformer2DModel
 
     transformer = DiTTransformer2DModel.from_pretrained(transformer_dir).float().eval()
     classes = transformer.config.num_embeds_ada_norm

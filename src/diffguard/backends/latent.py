@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from diffguard.perf.accel import NetworkRunner, Precision
+from diffguard.devices import to_device
 
 
 class Autoencoder(Protocol):
@@ -52,7 +53,6 @@ class LatentBackend:
     def to(self, device: torch.device | str) -> "LatentBackend":
         """Move every network of the autoencoder and the eps model to ``device`` (tensors they hold, such as a class
         table, are copied to the input's device on use); returns self."""
-        from diffguard.eval.placement import to_device
 
         to_device(self.autoencoder, torch.device(device))
         to_device(self.eps_model, torch.device(device))

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 
 import torch
 from torch import Tensor
+from safetensors.torch import load_file
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 
@@ -71,7 +72,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> object:
     if not p.is_file():
         raise CheckpointError(f"{p} not found (diffguard never downloads weights: pass a local file)")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
 
         try:
             return load_file(str(p))

@@ -1,6 +1,6 @@
 """Any ``torch.nn.Module`` classifier named by its import path, with weights from a local file.
 
-The model spec (YAML or a Python dict; see :mod:`diffguard.specs.models`)::
+The model spec (YAML or a Python dict; see :mod:`diffguard.specs.model_specs`)::
 
     classifier:
       type: module
@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from diffguard.backends.loaders import CheckpointError
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.wrap import check_num_classes, default_cam_layer, wrap_module
 from diffguard.errors import ConfigError
 

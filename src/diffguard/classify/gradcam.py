@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 
 class CamClassifier(Protocol):
-    """A classifier adapter as in :mod:`diffguard.classify.base`: ``logits`` on [-1, 1] images and ``cam_layer``."""
+    """A classifier adapter as in :mod:`diffguard.classify.adapter`: ``logits`` on [-1, 1] images and ``cam_layer``."""
 
     cam_layer: nn.Module
 

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from torch import Tensor
 
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.wrap import wrap_module
 from diffguard.nets.cifar_resnet import CifarResNet18
 

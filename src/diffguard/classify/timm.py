@@ -13,13 +13,14 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.wrap import IMAGENET_MEAN, IMAGENET_STD, check_num_classes, wrap_module
+import difflib
 
 
 def _timm() -> Any:
     try:
-        import timm
+        import timm  # optional: timm (the extra diffguard[timm])
     except ImportError as err:
         raise ImportError("timm classifiers need the optional dependency timm: pip install 'diffguard[timm]'") \
             from err
@@ -30,7 +31,7 @@ def timm_classifier(arch: str, weights: str | os.PathLike[str] | Mapping[str, Te
                     num_classes: int = 1000, resolution: int | tuple[int, int] | None = None,
                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                     cam_layer: str | None = None, **create_kwargs: Any) -> ModuleClassifier:
-    """A timm model as a :class:`~diffguard.classify.base.ModuleClassifier`.
+    """A timm model as a :class:`~diffguard.classify.adapter.ModuleClassifier`.
 
     Args:
         arch: timm model name (``timm.list_models()``), e.g. ``"resnet50"``, ``"vit_base_patch16_224"``.
@@ -43,7 +44,6 @@ def timm_classifier(arch: str, weights: str | os.PathLike[str] | Mapping[str, Te
     """
     timm = _timm()
     if not timm.is_model(arch.split(".")[0]):
-        import difflib
 
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
         raise ValueError(f"unknown timm architecture {arch!r}" + (f"; did you mean {close}?" if close else ""))

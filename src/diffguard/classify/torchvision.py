@@ -19,17 +19,17 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor, nn
 
-from diffguard.classify.base import ModuleClassifier
+from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.wrap import IMAGENET_MEAN, IMAGENET_STD, check_num_classes, wrap_module
+import torchvision
+import difflib
 
 
 def build_torchvision(arch: str, num_classes: int = 1000, **arch_kwargs: Any) -> nn.Module:
     """A randomly initialised torchvision architecture by name (``torchvision.models.list_models()``)."""
-    import torchvision
 
     names = torchvision.models.list_models()
     if arch not in names:
-        import difflib
 
         close = difflib.get_close_matches(arch, names, n=3)
         raise ValueError(f"unknown torchvision architecture {arch!r}" + (f"; did you mean {close}?" if close else ""))
@@ -41,7 +41,7 @@ def torchvision_classifier(arch: str | nn.Module, weights: str | os.PathLike[str
                            mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                            cam_layer: str | None = None, head: str | None = None,
                            **arch_kwargs: Any) -> ModuleClassifier:
-    """A torchvision classifier as a :class:`~diffguard.classify.base.ModuleClassifier`.
+    """A torchvision classifier as a :class:`~diffguard.classify.adapter.ModuleClassifier`.
 
     Args:
         arch: torchvision model name (``"resnet50"``, ``"vit_b_16"``, ...) or an already built ``nn.Module``.

@@ -1,7 +1,7 @@
 """Shared pieces of the pretrained-classifier adapters: weight files with a normalisation wrapper, the final linear
 layer as the feature/logit split, and a default Grad-CAM layer.
 
-Every adapter ends in a :class:`~diffguard.classify.base.ModuleClassifier`, so all of them take images (B, C, H, W)
+Every adapter ends in a :class:`~diffguard.classify.adapter.ModuleClassifier`, so all of them take images (B, C, H, W)
 in [-1, 1] and own their normalisation and resolution.
 """
 
@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 from torch import Tensor, nn
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict
-from diffguard.classify.base import FeatureTap, ModuleClassifier, check_module_name
+from diffguard.classify.adapter import FeatureTap, ModuleClassifier, check_module_name
 from diffguard.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 import warnings
+import logging
+import os
+from diffguard.errors import UserError
 
 COMMANDS = ("benchmark", "score", "report", "seeds", "train", "models", "tune")
 
@@ -22,14 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Run `diffguard COMMAND --help` for a command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"diffguard.cli.{name}").add(sub)
+        importlib.import_module(f"diffguard.cli.{name}_cmd").add(sub)
     return parser
 
 
 def quiet_library_warnings() -> None:
     """Silence library messages that say nothing to a diffguard user (e.g. diffusers asking for accelerate)."""
-    import logging
-    import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -39,7 +40,6 @@ def quiet_library_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from diffguard.errors import UserError
 
     quiet_library_warnings()
     try:

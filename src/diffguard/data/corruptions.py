@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 CORRUPTIONS = ("blur", "noise", "shift", "contrast", "jpeg")
 BLUR_SIGMA = (0.5, 0.7)
@@ -86,7 +87,6 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def _jpeg(x: torch.Tensor, qualities: list[int]) -> torch.Tensor:
     """JPEG round trip (Pillow) of (n, 1 or 3, H, W) images in [-1, 1], image i at ``qualities[i]``."""
-    from PIL import Image
 
     u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     mode = "L" if u8.shape[3] == 1 else "RGB"

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from diffguard.data.corruptions import corrupt, gaussian_blur
 from diffguard.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from sklearn.datasets import load_digits
 
 KNOWN_CLASSES = (0, 1, 2, 3, 4, 5)
 UNKNOWN_CLASSES = (6, 7, 8, 9)
@@ -122,7 +123,6 @@ def _subset(name: str, images_u8: np.ndarray, labels: np.ndarray, idx: np.ndarra
 
 def digits_set() -> ImageSet:
     """scikit-learn's bundled digits (8x8, values 0..16) resized to 28x28, in [-1, 1]."""
-    from sklearn.datasets import load_digits
 
     img = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0).unsqueeze(1)
     img = F.interpolate(img, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)

@@ -1,5 +1,5 @@
 """OOD detectors: DiffGuard and the baselines, one file each, all under one contract
-(:class:`~diffguard.detectors.base.Detector`) and one registry (:data:`~diffguard.detectors.base.DETECTORS`).
+(:class:`~diffguard.detectors.detector.Detector`) and one registry (:data:`~diffguard.detectors.detector.DETECTORS`).
 
 Example::
 
@@ -9,7 +9,7 @@ Example::
     scores = knn.predict(test_images)                                   # (N,), higher = more OOD
 """
 
-from diffguard.detectors.base import (DETECTORS, ClassifierOutputs, Detector, Needs, Scored, create_detector,
+from diffguard.detectors.detector import (DETECTORS, ClassifierOutputs, Detector, Needs, Scored, create_detector,
                                       list_detectors, needs_of)
 
 __all__ = ["DETECTORS", "ClassifierOutputs", "Detector", "Needs", "Scored", "create_detector", "list_detectors",

@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.detectors.base import DETECTORS, DetectorBase, Needs, Scored
+from diffguard.detectors.detector import DETECTORS, DetectorBase, Needs, Scored
 from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.diffusion.inversion import Inversion
 from diffguard.distances import create_distance
 from diffguard.distances.combined import check_scales, combined_score, score_names
 from diffguard.errors import ConfigError
-from diffguard.guidance.classifier import ClassifierGuidance
-from diffguard.guidance.masked_cfg import CFGGuidance
+from diffguard.guidance.clean_grad import ClassifierGuidance
+from diffguard.guidance.dsg import CFGGuidance
 from diffguard.seeding import sample_generator
 
 Reference = Literal["input", "unguided"]
@@ -231,26 +231,3 @@ class DiffGuard(DetectorBase):
                                   predicted=predicted)
         with torch.no_grad():  # guidance enables autograd itself where it needs a gradient
             return self.backend.decode(ddim_sample(eps, z, self.levels, start))
-
-
-@DETECTORS.register("diffguard")
-def diffguard_detector(classifier: Any, backend: Any, preset: str = "fmnist6-cfg", overrides: Sequence[str] = (),
-                       **options: Any) -> DiffGuard:
-    """DiffGuard built from a named preset (:mod:`diffguard.presets`): ``options`` are the preset's arguments
-    (e.g. ``dists_weights``) or DiffGuard fields (e.g. ``reference``), ``overrides`` dotted ``key=value`` changes
-    (e.g. ``guidance.scale=5``, ``label_mode=oracle``)."""
-    from diffguard.presets import create_detector
-
-    return create_detector(preset, classifier, backend, overrides=overrides, **options)
-
-
-def _default_seed(preset: str = "fmnist6-cfg", overrides: Sequence[str] = (), **options: Any) -> int:
-    """The seed a :func:`diffguard_detector` with these parameters uses (without building it)."""
-    from diffguard.presets import resolve_preset
-
-    return int(resolve_preset(preset, overrides, **options).get("seed", 0))
-
-
-diffguard_detector.needs = DiffGuard.needs  # type: ignore[attr-defined]
-diffguard_detector.default_seed = _default_seed  # type: ignore[attr-defined]
-diffguard_detector.display_name = DiffGuard.display_name  # type: ignore[attr-defined]

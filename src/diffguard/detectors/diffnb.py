@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from diffguard.seeding import sample_generator
-from diffguard.detectors.base import BASELINES, Baseline, Needs
+from diffguard.detectors.detector import BASELINES, Baseline, Needs
 from diffguard.diffusion.ddim import ddim_sample
 from diffguard.diffusion.respace import even_levels, even_stride
 from diffguard.guidance.cfg import cfg_eps

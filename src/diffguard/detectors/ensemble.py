@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, Needs, msp_score
+from diffguard.detectors.detector import BASELINES, Baseline, Needs, msp_score
+from diffguard.model_files import shipped_path
+from diffguard.classify.adapter import fmnist6_classifier
 
 
 @BASELINES.register("ensemble")
@@ -53,7 +55,6 @@ class DeepEnsemble(Baseline):
 
 def ensemble_folders(weights_dir: Path | None = None) -> list[Path]:
     """The shipped ``fmnist6-classifier`` folder followed by its ``-s{N}`` siblings that exist, N ascending."""
-    from diffguard.model_files import shipped_path
 
     base = shipped_path("classifier")
     root = Path(weights_dir) if weights_dir is not None else base.parent
@@ -68,7 +69,6 @@ def fmnist6_ensemble(folders: Sequence[str | Path] | None = None) -> list[Any]:
     Raises:
         ValueError: fewer than 2 members (train more classifiers with other seeds).
     """
-    from diffguard.classify.base import fmnist6_classifier
 
     paths = [Path(f) for f in folders] if folders is not None else ensemble_folders()
     if len(paths) < 2:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffguard.errors import UserError
-from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("knn")

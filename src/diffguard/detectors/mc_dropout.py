@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from diffguard.seeding import sample_generator
-from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
 
 
 @BASELINES.register("mc_dropout")

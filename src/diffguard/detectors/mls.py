@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
 
 
 @BASELINES.register("mls")

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
 
 
 @BASELINES.register("msp")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.detectors.base import BASELINES, Baseline, Needs, msp_score
+from diffguard.detectors.detector import BASELINES, Baseline, Needs, msp_score
 
 
 @BASELINES.register("odin")

@@ -26,9 +26,9 @@ Example::
 
 from __future__ import annotations
 
-from diffguard.distances.base import DISTANCES, Distance, create_distance, list_distances, to_unit
+from diffguard.distances.distance import DISTANCES, Distance, create_distance, list_distances, to_unit
 from diffguard.distances.perceptual import DISTSDistance, LPIPSDistance, write_dists_weights, write_lpips_weights
-from diffguard.distances.pixel import L1Distance, L2Distance, PSNRDistance
+from diffguard.distances.pixelwise import L1Distance, L2Distance, PSNRDistance
 from diffguard.distances.semantic import LogitsL1Distance
 from diffguard.distances.structural import GMSDDistance, SSIMDistance
 

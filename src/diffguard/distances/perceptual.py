@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from diffguard.distances.base import DISTANCES, Distance, to_unit
+from diffguard.distances.distance import DISTANCES, Distance, to_unit
 from diffguard.distances.vgg import (VGG16_STAGE_CHANNELS, check_shapes, imagenet_normalize, load_trunk,
                                      load_weights_file, save_weights_file, vgg16_features, vgg16_feature_shapes)
 

@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from diffguard.distances.base import DISTANCES, Distance
+from diffguard.distances.distance import DISTANCES, Distance
 
 
 class HasLogits(Protocol):
@@ -29,7 +29,7 @@ class LogitsL1Distance(Distance):
 
     Args:
         classifier: an object with ``logits(x)`` taking (B, C, H, W) in [-1, 1] and returning (B, K), such as
-            :class:`diffguard.classify.base.ModuleClassifier`; it owns its normalisation, resolution, device and
+            :class:`diffguard.classify.adapter.ModuleClassifier`; it owns its normalisation, resolution, device and
             dtype.
 
     Input: x, x_hat (B, C, H, W) in [-1, 1] as the classifier takes them. Output: (B,) >= 0 with the input's dtype
@@ -41,7 +41,7 @@ class LogitsL1Distance(Distance):
     def __init__(self, classifier: HasLogits | None = None):
         if classifier is None or not callable(getattr(classifier, "logits", None)):
             raise ValueError("logits_l1 needs classifier=an object with logits(x) (B, C, H, W) in [-1, 1] -> (B, K), "
-                             "e.g. diffguard.classify.base.ModuleClassifier")
+                             "e.g. diffguard.classify.adapter.ModuleClassifier")
         self.classifier = classifier
 
     @torch.no_grad()

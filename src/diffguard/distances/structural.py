@@ -13,7 +13,7 @@ from __future__ import annotations
 import piq
 from torch import Tensor
 
-from diffguard.distances.base import DISTANCES, Distance, to_unit
+from diffguard.distances.distance import DISTANCES, Distance, to_unit
 
 
 @DISTANCES.register("ssim")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 @dataclass
@@ -109,7 +110,6 @@ class NetworkCounter:
     def flops_per_image(self) -> dict[str, float]:
         """FLOPs of one image through each "network kind" (fwd, fwd+graph, fwd+bwd), counted with
         ``torch.utils.flop_counter.FlopCounterMode`` on a replay of the smallest recorded batch of that network."""
-        from torch.utils.flop_counter import FlopCounterMode
 
         out: dict[str, float] = {}
         for key in sorted({(c.name, c.kind) for c in self.calls}):

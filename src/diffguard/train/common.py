@@ -21,6 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffguard.seeding import step_generator
+from diffguard.data.fmnist6 import load_fmnist6
+from diffguard.data.fmnist6 import KNOWN_NAMES
+from diffguard.errors import ConfigError
+from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
+import hashlib
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -116,7 +121,6 @@ def load_checkpoint(out: Path, config: Any, data: dict[str, Any] | None = None
 
 def training_images(data_root: str | os.PathLike[str] | None, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """fmnist6 ``train`` images (N, 1, 28, 28) in [-1, 1] and labels (N,), the first ``limit`` only when given."""
-    from diffguard.data.fmnist6 import load_fmnist6
 
     train = load_fmnist6(("train",), data_root)["train"]
     if limit:
@@ -162,9 +166,6 @@ def training_data(data: str | os.PathLike[str] | None, data_root: str | os.PathL
     Raises:
         ConfigError: the benchmark has no train set, or images larger than 64x64.
     """
-    from diffguard.data.fmnist6 import KNOWN_NAMES
-    from diffguard.errors import ConfigError
-    from diffguard.eval.benchmarks import open_benchmark, resolve_benchmark
 
     spec = None if data is None else resolve_benchmark(data, ("train",), "training")
     if spec is None or spec.source == "fmnist6":
@@ -195,7 +196,6 @@ def training_data(data: str | os.PathLike[str] | None, data_root: str | os.PathL
 
 def _digest(x: torch.Tensor, y: torch.Tensor) -> str:
     """SHA-256 of the training tensors (a resumed run refuses changed data)."""
-    import hashlib
 
     h = hashlib.sha256(x.contiguous().numpy().tobytes())
     h.update(y.contiguous().numpy().tobytes())

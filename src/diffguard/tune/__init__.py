@@ -5,7 +5,7 @@
 * :mod:`~diffguard.tune.data`: the gate that lets only train / val / val_ood / val* csid sets through;
 * :mod:`~diffguard.tune.trials`: one trial's scoring and DiffGuard's post-hoc distance ranking;
 * :mod:`~diffguard.tune.study`: Optuna studies in ``<out>/tune.sqlite`` (resumable, every trial recorded);
-* :mod:`~diffguard.tune.tuner`: :func:`tune`, methods and fusion rules; :mod:`~diffguard.tune.report`: outputs.
+* :mod:`~diffguard.tune.tuner`: :func:`tune`, methods and fusion rules; :mod:`~diffguard.tune.tune_report`: outputs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :func:`tuning_role` is the gate: any other set -- the ID test set, near / far OOD, a csid set not named ``val*``
 (e.g. ``test-csid``) -- is refused with :class:`TestDataRefused` before it is opened. :class:`ValidationData`
-opens only what the gate lets through, draws seeded row subsets (:func:`~diffguard.eval.rows.select_rows`, the
+opens only what the gate lets through, draws seeded row subsets (:func:`~diffguard.run.plan.select_rows`, the
 benchmark's draw) and caches one classifier pass per set in memory. :class:`Models` builds the classifier, the
 diffusion backend and the ensemble members of a run config once, on one device.
 """
@@ -17,11 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffguard.detectors.base import ClassifierOutputs
+from diffguard.detectors.detector import ClassifierOutputs
 from diffguard.errors import UserError
-from diffguard.eval.benchmarks import BenchmarkSpec, open_benchmark
-from diffguard.eval.placement import to_device
-from diffguard.eval.rows import batches, select_rows
+from diffguard.bench.definitions import BenchmarkSpec
+from diffguard.bench.open_sets import open_benchmark
+from diffguard.devices import to_device
+from diffguard.run.plan import batches, select_rows
+from diffguard.specs.model_specs import build_classifier
+from diffguard.specs.model_specs import build_backend
+from diffguard.classify.adapter import fmnist6_classifier
+from diffguard.detectors.ensemble import ensemble_folders
 
 TUNING_ROLES = ("train", "val", "val_ood", "csid")  # csid only for sets named val*
 EVAL_ROLES = ("val", "val_ood", "csid")
@@ -73,7 +78,7 @@ class ValidationData:
 
     Args:
         spec: the benchmark.
-        data_root: its data folder (see :func:`~diffguard.eval.benchmarks.open_benchmark`).
+        data_root: its data folder (see :func:`~diffguard.bench.definitions.open_benchmark`).
         limits: images per set.
         sets: set names to use (default: every set :func:`tuning_sets` allows); each passes :func:`tuning_role`.
     """
@@ -159,21 +164,17 @@ class Models:
     @property
     def classifier(self) -> Any:
         if self._classifier is None:
-            from diffguard.specs.models import build_classifier
 
             self._classifier = to_device(build_classifier(self.cfg.classifier), self.device)
         return self._classifier
 
     def backend(self) -> Any:
         if self._backend is None:
-            from diffguard.specs.models import build_backend
 
             self._backend = to_device(build_backend(self.cfg.diffusion), self.device)
         return self._backend
 
     def members(self) -> list[Any]:
-        from diffguard.classify.base import fmnist6_classifier
-        from diffguard.detectors.ensemble import ensemble_folders
 
         folders = list(self.cfg.ensemble or [])
         if not folders:

@@ -7,7 +7,7 @@ above the threshold that keeps 95 % of ID-val (its 95th percentile, as ``thresho
 the false alarms a detector raises on ID images that only look different. ID-val itself is flagged at 5 % by
 construction (the clean rate), so only false alarms above that rate cost anything. Without a csid set the penalty is
 0. Higher is better; ties are broken by the lower mean FPR@95 (OpenOOD v1.5, OOD positive), then the lower cost.
-Both FPR@95 conventions are recorded per trial (:mod:`diffguard.eval.metrics`).
+Both FPR@95 conventions are recorded per trial (:mod:`diffguard.evaluation.ood_metrics`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from diffguard.eval.metrics import auroc, fpr_at_95_id, fpr_at_95_ood
+from diffguard.evaluation.ood_metrics import auroc, fpr_at_95_id, fpr_at_95_ood
 
 TPR = 0.95
 

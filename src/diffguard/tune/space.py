@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping
 
 from diffguard.errors import UnknownNameError
-from diffguard.specs.methods import MethodConfig
+from diffguard.specs.method_specs import MethodConfig
 
 Kind = Literal["categorical", "float", "int"]
 MAX_GRID = 64

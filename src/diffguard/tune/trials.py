@@ -28,12 +28,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffguard.detectors.base import detector_factory
+from diffguard.detectors.detector import detector_factory
 from diffguard.detectors.fusion import robust_standardise
-from diffguard.specs.methods import MethodConfig
+from diffguard.specs.method_specs import MethodConfig
 from diffguard.tune.data import Models, ValidationData
 from diffguard.tune.objective import Evaluation, Objective
 from diffguard.tune.space import Space
+from diffguard.detectors.diffguard_presets import resolve_preset
+from diffguard.diffusion.early_stop import STANDARD_PSNR_PEAK
+from diffguard.distances import list_distances
+from diffguard.distances.combined import score_names
+from diffguard.detectors.calibration import ClassCalibration, cross_fitted
 
 Columns = dict[str, dict[str, np.ndarray]]  # set name -> column ("ids", "labels", "score", "dist:<name>") -> (N,)
 NEEDS_WEIGHTS = ("dists", "lpips")  # distances that need a local weights file
@@ -48,7 +53,6 @@ def resolved_kwargs(cfg: MethodConfig) -> dict[str, Any] | None:
     params = _parameters(cfg.detector)
     if "overrides" not in params or "preset" not in params:
         return None
-    from diffguard.presets import resolve_preset
 
     options = {k: v for k, v in cfg.params.items() if k not in ("preset", "overrides")}
     return resolve_preset(cfg.params.get("preset", params["preset"].default), cfg.params.get("overrides", ()),
@@ -60,7 +64,6 @@ def _stop_label(rule: Any) -> str | None:
     if rule is None:
         return "none"
     cells = dict(zip(rule.__code__.co_freevars, (c.cell_contents for c in rule.__closure__ or ())))
-    from diffguard.diffusion.early_stop import STANDARD_PSNR_PEAK
 
     if "psnr_below" in getattr(rule, "__qualname__", "") and cells.get("peak") == STANDARD_PSNR_PEAK:
         return f"psnr:{cells['threshold_db']:g}"
@@ -105,7 +108,6 @@ def facts_of(cfg: MethodConfig, data: ValidationData, models: Models) -> dict[st
 
 def with_every_distance(cfg: MethodConfig) -> MethodConfig:
     """The spec computing every distance this machine can (those needing weights only when the spec names them)."""
-    from diffguard.distances import list_distances
 
     have = tuple(resolved_kwargs(cfg)["distances"])
     names = [n for n in list_distances() if n not in NEEDS_WEIGHTS or n in have]
@@ -115,7 +117,6 @@ def with_every_distance(cfg: MethodConfig) -> MethodConfig:
 def with_score(cfg: MethodConfig, choice: str, scales: dict[str, Any] | None = None) -> MethodConfig:
     """The deployable spec: only the chosen distance(s), as the score; ``<name>|class`` also sets the class
     calibration; a pair ``<a>+<b>`` needs its ID-val ``scales`` {name: (median, scale)} (its ranking row's)."""
-    from diffguard.distances.combined import score_names
 
     score, _, cal = choice.partition("|")
     names = score_names(score)
@@ -191,7 +192,6 @@ def add_calibrated(cols: Columns, data: ValidationData) -> Columns:
     with the guided ``label`` column; ID-val itself is calibrated out of sample (2-fold cross-fitting), the other
     sets with the calibration fitted on all of ID-val. Without a ``label`` column the columns are returned as they
     are. Changes and returns ``cols``."""
-    from diffguard.detectors.calibration import ClassCalibration, cross_fitted
 
     val = cols[data.val]
     if "label" not in val:

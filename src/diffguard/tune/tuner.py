@@ -2,7 +2,7 @@
 
 :func:`tune` opens the validation data (never a test set, :mod:`diffguard.tune.data`), runs one study per method
 (:func:`method_plan`) and per fusion pair (:func:`fusion_plan`) in ``<out>/tune.sqlite`` and writes the report
-(:mod:`diffguard.tune.report`). A fusion pair takes each method's validation scores from its best trial when this
+(:mod:`diffguard.tune.tune_report`). A fusion pair takes each method's validation scores from its best trial when this
 folder holds a study of it, else computes them once with the config's own spec.
 """
 
@@ -19,17 +19,19 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial
 
-from diffguard.detectors.base import ALIASES
+from diffguard.detectors.detector import ALIASES
 from diffguard.detectors.fusion import create_fusion
 from diffguard.errors import UserError
-from diffguard.eval.benchmarks import BenchmarkSpec, resolve_benchmark
-from diffguard.eval.placement import resolve_device
-from diffguard.specs.methods import MethodConfig, build_method
+from diffguard.bench.definitions import BenchmarkSpec
+from diffguard.bench.open_sets import resolve_benchmark
+from diffguard.devices import resolve_device
+from diffguard.specs.method_specs import MethodConfig, build_method
 from diffguard.tune import trials as tr
 from diffguard.tune.data import Limits, Models, ValidationData
 from diffguard.tune.objective import Objective
 from diffguard.tune.space import FUSION_SPACE, Space, space_for
 from diffguard.tune.study import StudyPlan, best, load_studies, run_study, storage_for
+from diffguard.tune.tune_report import trial_line, write_report
 
 DEFAULT_TRIALS = 20
 FUSION_TRIALS = 40
@@ -187,9 +189,8 @@ def tune(cfg: Any, out: str | Path, methods: Sequence[str] = (), fusion: Sequenc
          objective: Objective = Objective(), spec: BenchmarkSpec | None = None,
          spaces: Mapping[str, Space] | None = None, progress: bool = True, log: Callable[[str], None] = print,
          command: str = "") -> Path:
-    """Tune ``methods`` (names of ``cfg``, a :class:`~diffguard.eval.run_config.RunConfig`) and ``fusion`` pairs
+    """Tune ``methods`` (names of ``cfg``, a :class:`~diffguard.run.run_config.RunConfig`) and ``fusion`` pairs
     ("dg+knn"); ``trials`` is the total per method study (default: the grid size, else 20). Returns the report."""
-    from diffguard.tune.report import trial_line, write_report
 
     out = Path(out)
     spec = spec or resolve_benchmark(cfg.benchmark, needs=("val", "val_ood"), purpose="tuning")

@@ -1,0 +1,214 @@
+"""``diffguard score PATH``: OOD scores and decisions for a folder of images or an image list.
+
+Two ways to get a detector and its threshold (95 % of ID-validation images accepted):
+
+* ``--from RESULTS_DIR [--method NAME]`` rebuilds exactly a method of a benchmark run -- baselines and
+  "DiffGuard + X" included -- with its fitted statistics and threshold (:mod:`diffguard.guard.rebuild`); without
+  ``--method`` the run's best method on OOD validation is used, or the choices are listed;
+* ``--config CFG --method NAME`` builds a method of a run config and calibrates it now on the config's ID-val set
+  (``--val-limit`` images; methods that fit are fitted on its ID-train set).
+
+Unreadable or non-image files are not fatal: each gets a row with status ``skipped`` and the reason. Labels in an
+image list (``-1`` = OOD) are turned into metrics. Nothing scored means exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffguard.errors import ConfigError
+from diffguard.bench.image_sources import DataError, load_image, read_image_list
+from diffguard.guard.rebuild import best_on_validation, check_models, load_run, method_names, rebuild
+from diffguard.guard.rebuild import calibrate_on_val
+from diffguard.run.run_config import load_run_config
+from diffguard.guard.rebuild import score_batches
+from diffguard.evaluation.ood_metrics import compute_metrics
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
+    s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
+    s.add_argument("--from", dest="from_dir", default=None, metavar="RESULTS_DIR",
+                   help="a `diffguard benchmark` results folder: rebuild its method and use its threshold")
+    s.add_argument("--method", default=None, help="method (or fusion 'diffguard+baseline') of the run or config "
+                   "(default with --from: the run's best on OOD validation; with --config: diffguard-cfg)")
+    s.add_argument("--config", default=None, help="without --from: a built-in config name or YAML file whose "
+                   "models and method to use, calibrated on its ID-val set now (default: fmnist6)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="without --from: change one of the method's settings, e.g. guidance.scale=5 or k=10")
+    s.add_argument("--classifier", default=None, help="without --from: classifier folder or spec file")
+    s.add_argument("--diffusion", default=None, help="without --from: diffusion model folder")
+    s.add_argument("--val-limit", type=int, default=200, help="without --from: ID-val images for the threshold")
+    s.add_argument("--root", default=None, help="folder an image list's paths are relative to (default: the "
+                   "run's data root, else the first parent folder of the list where its files exist)")
+    s.add_argument("--data-root", default=None, help="the benchmark's data folder (for --config calibration)")
+    s.add_argument("--out", default="scores.csv", help="one row per file; .csv or .json (default: scores.csv)")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(run=run)
+
+
+def list_inputs(path: Path, root: Path | None, data_root: Path | None = None) -> tuple[list[Path], list[int] | None]:
+    """Files of a folder (sorted, not recursive), or the paths and labels of an image list resolved like the
+    benchmarks do: against ``root``, else the nearest parent folder of the list under which its files exist (an
+    OpenOOD data root holds ``benchmark_imglist/...``), else ``data_root``."""
+    check_path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file()), None
+    items = read_image_list(path)
+    base = root if root is not None else _list_root(path, [rel for rel, _ in items], data_root)
+    return [base / rel for rel, _ in items], [lab for _, lab in items]
+
+
+def check_path(path: Path) -> None:
+    """Refuse a path with nothing to score (checked before any model is built or calibrated)."""
+    if path.is_dir():
+        if not any(p.is_file() for p in path.iterdir()):
+            raise DataError(f"folder {path} holds no files to score")
+    elif not path.is_file():
+        raise DataError(f"{path} is neither a folder of images nor an image list")
+
+
+def _list_root(path: Path, rels: list[str], data_root: Path | None) -> Path:
+    for folder in [path.parent, *path.parent.parents, *([data_root] if data_root else [])]:
+        if any((folder / rel).is_file() for rel in rels[:20]):
+            return folder
+    raise DataError(f"none of the first files of {path} (e.g. {rels[0]}) exists under the list's folder, its "
+                    "parents or the data root; give the folder its paths are relative to with --root")
+
+
+def load_inputs(files: list[Path], size: int, channels: int) -> tuple[list[int], torch.Tensor, dict[int, str]]:
+    """Read what can be read: (indices of loaded files, images (B, C, size, size) in [-1, 1], skip reasons)."""
+    ok, images, skipped = [], [], {}
+    for i, f in enumerate(files):
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped[i] = f"not an image file (suffix {f.suffix or 'none'})"
+            continue
+        try:
+            images.append(load_image(f, size, channels))
+            ok.append(i)
+        except DataError as err:
+            skipped[i] = str(err)
+    stacked = torch.stack(images) if images else torch.empty(0, channels, size, size)
+    return ok, stacked, skipped
+
+
+def from_run(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(rebuilt method, runner, source description) of ``--from``."""
+
+    if args.overrides or args.config or args.classifier or args.diffusion:
+        raise ConfigError("--from rebuilds the run's own models and settings; --set, --config, --classifier and "
+                          "--diffusion cannot be combined with it")
+    folder = Path(args.from_dir)
+    runner, store = load_run(folder, args.device)
+    with store:
+        check_models(runner, folder)
+        name = args.method or best_on_validation(runner, store)
+        if name is None:
+            raise ConfigError(f"run {folder} has no OOD-validation set to pick its best method; choose one with "
+                              f"--method: {', '.join(method_names(runner))}")
+        method = rebuild(runner, store, name)
+    return method, runner, f"{folder} [{method.name}], {method.n_val} ID-val images, 95% TPR"
+
+
+def from_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(method calibrated now, runner, source description) of ``--config`` (default fmnist6)."""
+
+    name = args.method or "diffguard-cfg"
+    over = [f"{name}.{o}" for o in args.overrides]
+    over += [f"{k}={v}" for k, v in (("classifier", args.classifier), ("diffusion", args.diffusion),
+                                     ("data_root", args.data_root), ("device", args.device)) if v]
+    cfg = load_run_config(args.config or "fmnist6", over)
+    return calibrate_on_val(cfg, name, args.val_limit, args.batch_size, not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    check_path(Path(args.path))
+    method, runner, source = from_run(args) if args.from_dir else from_config(args)
+    data_root = Path(runner.cfg.data_root) if runner.cfg.data_root else None
+    files, labels = list_inputs(Path(args.path), Path(args.root) if args.root else None, data_root)
+    ok, x, skipped = load_inputs(files, runner.spec.image_size, runner.spec.channels)
+    if method.n_val < 100:
+        print(f"diffguard: warning: the threshold rests on only {method.n_val} ID-validation images (fewer than "
+              "about 100): it is a rough estimate", file=sys.stderr)
+    ids = torch.arange(len(ok))
+    scores = score_batches(method.score_images, x, ids, args.batch_size, not args.no_progress, "scoring",
+                           runner.device)
+    with torch.no_grad():
+        preds = [int(p) for b in x.split(256) for p in runner.classifier.logits(b.to(runner.device)).argmax(1)]
+    rows = _rows(files, ok, scores, preds, skipped, method.threshold, labels)
+    metrics = _metrics(rows) if labels is not None else {}
+    _write(Path(args.out), rows, {"method": method.name, "title": method.title, "threshold": method.threshold,
+                                  "calibration": source, "metrics": metrics})
+    flagged = int((scores > method.threshold).sum())
+    print(f"{method.title}: scored {len(ok)} image(s), skipped {len(skipped)}; threshold {method.threshold:.6g} "
+          f"({source}); {flagged} flagged OOD; written to {args.out}")
+    for k, v in metrics.items():
+        print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    if not ok:
+        print("diffguard: error: no image could be scored (see the reasons in the output)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rows(files: list[Path], ok: list[int], scores: np.ndarray, preds: list[int], skipped: dict[int, str],
+          threshold: float, labels: list[int] | None) -> list[dict[str, Any]]:
+    by_file = {i: (s, p) for i, s, p in zip(ok, scores.tolist(), preds)}
+    rows = []
+    for i, path in enumerate(files):
+        row: dict[str, Any] = {"path": str(path)}
+        if i in by_file:
+            s, p = by_file[i]
+            row.update(status="ok", score=s, prediction=p, decision="ood" if s > threshold else "id",
+                       threshold=threshold, reason="")
+        else:
+            row.update(status="skipped", score=None, prediction=None, decision=None, threshold=None, reason=skipped[i])
+        if labels is not None:
+            row["label"] = labels[i]
+        rows.append(row)
+    return rows
+
+
+def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """AUROC, FPR@95 (both conventions) and the flag rates, from the list's labels (-1 = OOD, positive)."""
+
+    done = [r for r in rows if r["status"] == "ok"]
+    ind = np.array([r["score"] for r in done if r["label"] >= 0])
+    ood = np.array([r["score"] for r in done if r["label"] < 0])
+    out: dict[str, Any] = {"n_id": int(ind.size), "n_ood": int(ood.size)}
+    if ind.size:
+        out["id_flagged"] = float(np.mean([r["decision"] == "ood" for r in done if r["label"] >= 0]))
+    if ood.size:
+        out["ood_flagged"] = float(np.mean([r["decision"] == "ood" for r in done if r["label"] < 0]))
+    if ind.size and ood.size:
+        out.update(compute_metrics(ind, ood))
+    return out
+
+
+def _write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        return
+    cols = ["path", "status", "score", "prediction", "decision", "threshold", *(["label"] if "label" in rows[0]
+                                                                                   else []), "reason"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])

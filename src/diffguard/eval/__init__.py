@@ -1,1 +1,0 @@
-"""Evaluation: benchmark specs and data, metrics, the durable results store, the runner and the report."""

@@ -1,0 +1,289 @@
+"""Rebuild exactly the method of a benchmark run -- models, settings, fitted statistics, fusion state, threshold --
+from its results folder, to score new images (``diffguard score PATH --from DIR``).
+
+What a folder written by ``diffguard benchmark`` holds and what is taken from it:
+
+* ``run_config.json``: the benchmark definition, the model specs and every method's spec (one format,
+  :mod:`diffguard.specs.method_specs`), so the detector is built by the same builder as in the run;
+* ``manifest.json``: the hashes of the model files the run used; a model whose files changed since is refused,
+  naming which one;
+* ``results.sqlite``: the cached classifier outputs of ID-train (what KNN / ViM / MDS fit on) and every method's
+  ID-validation scores, from which the 95 %-TPR threshold and a fusion's band are fitted exactly as the run's
+  evaluation did.
+
+The threshold keeps 95 % of the ID-validation images (a method flags a score above it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffguard.errors import ConfigError, UserError
+from diffguard.run.run_config import build_run_config
+from diffguard.run.runner import Runner
+from diffguard.run.store import ResultStore
+from diffguard.run.manifest import model_hashes
+from diffguard.evaluation.stored_calibration import stored_labels
+from diffguard.evaluation.stored_calibration import fitted_calibration
+from diffguard.evaluation.stored_calibration import calibrated
+from diffguard.evaluation.ood_metrics import auroc
+from diffguard.specs.method_specs import build_method
+from tqdm.auto import tqdm
+from diffguard.run.plan import select_rows
+from diffguard.detectors.detector import classifier_outputs
+from diffguard.detectors.calibration import create_calibration
+
+TPR = 0.95
+FEW_VAL = 100
+
+
+@dataclass
+class RebuiltMethod:
+    """A run's method ready to score images: one detector, or a baseline and a DiffGuard method fused.
+
+    ``threshold``: flag a score above it (95 % of the run's ID-val scores are at or below it); ``n_val``: how many
+    ID-val images it rests on.
+    """
+
+    name: str
+    title: str
+    detectors: dict[str, Any]
+    threshold: float
+    n_val: int
+    fusion: Any = None
+    fusion_parts: tuple[str, str] | None = None
+    calibrations: dict[str, Any] = field(default_factory=dict)
+    classifier: Any = None
+
+    def score_images(self, x: Tensor, ids: Tensor) -> np.ndarray:
+        """(B,) float64 scores of images x (B, C, H, W) in [-1, 1]; ids (B,) seed per-sample randomness."""
+        scores = {n: self._part(n, d, x, ids) for n, d in self.detectors.items()}
+        if self.fusion is None:
+            return next(iter(scores.values()))
+        baseline, diffguard = self.fusion_parts  # type: ignore[misc]
+        return self.fusion.fuse(scores[baseline], scores[diffguard])
+
+    def _part(self, name: str, det: Any, x: Tensor, ids: Tensor) -> np.ndarray:
+        """One detector's scores, calibrated when the run's spec asks for it."""
+        cal = self.calibrations.get(name)
+        if cal is None:
+            return det.score_images(x, ids).double().cpu().numpy()
+        raw, label = self.raw_and_labels(det, x, ids)
+        return cal(raw, label)
+
+    def raw_and_labels(self, det: Any, x: Tensor, ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) raw scores and (B,) the label each was computed for: the detector's ``label`` column
+        (DiffGuard's guided label), else the classifier's prediction."""
+        scored = det.details(x, ids)
+        label = scored.columns.get("label")
+        if label is None:
+            with torch.no_grad():
+                label = self.classifier.logits(x).argmax(1)
+        return scored.score.double().cpu().numpy(), label.cpu().numpy().astype(np.int64)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path} not found; is {path.parent} a folder written by `diffguard benchmark`?")
+    return json.loads(path.read_text())
+
+
+def load_run(folder: Path, device: str | None = None) -> tuple[Any, Any]:
+    """(runner, store) of a results folder; the store is opened read-only in spirit (nothing is written)."""
+
+    data = read_json(folder / "run_config.json")
+    if device:
+        data["device"] = device
+    cfg = build_run_config(data)
+    if not (folder / "results.sqlite").is_file():
+        raise UserError(f"{folder} has no results.sqlite: the run's cached classifier outputs and validation scores "
+                        "are needed to rebuild its methods")
+    return Runner(cfg, folder, progress=False), ResultStore(folder / "results.sqlite")
+
+
+def check_models(runner: Any, folder: Path) -> None:
+    """Refuse when a model's files differ from those the run used (naming the model and both hashes)."""
+
+    manifest = read_json(folder / "manifest.json")
+    stored = (manifest.get("config") or {}).get("models") or {}
+    now = model_hashes(runner.cfg)
+    for kind in ("classifier", "diffusion"):
+        if kind in stored and stored[kind] != now[kind]:
+            raise UserError(f"the {kind} files differ from the ones run {folder} was calibrated with (hash "
+                            f"{_short(now[kind])} now, {_short(stored[kind])} in the run): its thresholds do not "
+                            "apply; rerun the benchmark with these models")
+
+
+def _short(hashes: Any) -> str:
+    return ",".join(str(h)[:12] for h in (hashes if isinstance(hashes, list) else [hashes]))
+
+
+def method_names(runner: Any) -> list[str]:
+    """Every method of the run, then every fusion (``diffguard+baseline``)."""
+    return [m.name for m in runner.cfg.methods] + [f.key for f in runner.cfg.fusion]
+
+
+def _role_rows(runner: Any, role: str) -> list[tuple[str, np.ndarray]]:
+    """(set name, planned ids) of the run's sets of a role."""
+    return [(spec.name, runner.sources[spec.name].ids[runner.plan[spec.name]].numpy())
+            for spec in runner.spec.by_role(role) if spec.name in runner.sources]
+
+
+def raw_val_scores(runner: Any, store: Any, method: str, role: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """A method's stored raw scores on the run's sets of a role (ID-val by default), concatenated, and the label
+    each was computed for (:func:`~diffguard.evaluation.stored_calibration.stored_labels`)."""
+
+    rows = _role_rows(runner, role)
+    out = np.concatenate([store.scores(method, n, ids) for n, ids in rows]) if rows else np.empty(0)
+    if out.size == 0 or np.isnan(out).any():
+        raise UserError(f"method {method!r} has no complete {role} scores in {runner.out}; finish the run first "
+                        "(rerun the same `diffguard benchmark` command)")
+    labels = np.concatenate([stored_labels(store, method, n, ids) for n, ids in rows])
+    return out, labels
+
+
+def method_calibration(runner: Any, store: Any, method: str) -> Any:
+    """The method's calibration fitted on its ID-val scores as the run's evaluation fits it (None: raw)."""
+
+    spec = runner.cfg.method(method)
+    if spec.calibration is None:
+        return None
+    return fitted_calibration(spec, *raw_val_scores(runner, store, method))
+
+
+def val_scores(runner: Any, store: Any, method: str, role: str = "val") -> np.ndarray:
+    """A method's scores on the run's sets of a role (ID-val by default), concatenated, calibrated as in the run's
+    evaluation when its spec asks for a calibration."""
+
+    raw, labels = raw_val_scores(runner, store, method, role)
+    return calibrated(method_calibration(runner, store, method), raw, labels)
+
+
+def best_on_validation(runner: Any, store: Any) -> str | None:
+    """The method with the highest AUROC of ID-val against the OOD-validation sets (role ``val_ood``), or None when
+    the run has no OOD-validation set."""
+
+    if not any(s.name in runner.sources for s in runner.spec.by_role("val_ood")):
+        return None
+    best, best_auc = None, -1.0
+    for m in runner.cfg.methods:
+        try:
+            auc = auroc(val_scores(runner, store, m.name), val_scores(runner, store, m.name, "val_ood"))
+        except UserError:
+            continue
+        if auc > best_auc:
+            best, best_auc = m.name, auc
+    return best
+
+
+def rebuild(runner: Any, store: Any, name: str) -> RebuiltMethod:
+    """The run's method (or fusion) ``name`` with its fitted statistics and 95 %-TPR threshold."""
+
+    fusions = {f.key: f for f in runner.cfg.fusion}
+    if name not in fusions and name not in {m.name for m in runner.cfg.methods}:
+        raise ConfigError(f"run {runner.out} has no method {name!r}; choose one of {method_names(runner)}")
+    parts = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
+    detectors = {}
+    for part in parts:
+        m = runner.cfg.method(part)
+        stored = store.get_meta(f"method:{part}")
+        if stored is not None and stored != runner.identity(m):
+            raise UserError(f"method {part!r}: run_config.json says {runner.identity(m)} but the results were made "
+                            f"with {stored}; the run's thresholds do not apply to the edited settings")
+        det = build_method(m, runner.classifier, runner.backend, runner.members)
+        if det.needs.fit:
+            det.fit(runner.outputs(store, runner.spec.by_role("train")[0].name))
+        detectors[part] = det
+    cals = {part: c for part in parts if (c := method_calibration(runner, store, part)) is not None}
+    if name not in fusions:
+        val = val_scores(runner, store, name)
+        return RebuiltMethod(name, runner.cfg.method(name).title, detectors, _threshold(val), val.size,
+                             calibrations=cals, classifier=runner.classifier)
+    return _rebuild_fusion(runner, store, name, fusions[name], detectors, cals)
+
+
+def _rebuild_fusion(runner: Any, store: Any, name: str, f: Any, detectors: dict[str, Any],
+                    cals: dict[str, Any]) -> RebuiltMethod:
+    b, d = val_scores(runner, store, f.baseline), val_scores(runner, store, f.diffguard)
+    fusion = f.build().fit(b, d)
+    title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
+    return RebuiltMethod(name, title, detectors, _threshold(fusion.fuse(b, d)), b.size, fusion,
+                         (f.baseline, f.diffguard), cals, runner.classifier)
+
+
+def _threshold(val: np.ndarray) -> float:
+    return float(np.quantile(val, TPR))
+
+
+def to_tensor_ids(n: int) -> Tensor:
+    return torch.arange(n, dtype=torch.long)
+
+
+def score_batches(fn: Any, x: Tensor, ids: Tensor, batch: int, progress: bool, desc: str,
+                  device: torch.device) -> np.ndarray:
+    """``fn(x_batch, ids_batch)`` over x (N, C, H, W) in batches on ``device``; results concatenated as float64."""
+
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc=desc, unit="batch", disable=not progress, leave=False):
+        s = fn(x[i:i + batch].to(device), ids[i:i + batch])
+        out.append(s.double().cpu().numpy() if isinstance(s, Tensor) else np.asarray(s, dtype=np.float64))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def calibrate_on_val(cfg: Any, name: str, val_limit: int | None, batch_size: int,
+                     progress: bool = False) -> tuple[RebuiltMethod, Any, str]:
+    """A method or fusion of a run config made ready to score without a finished run: each detector built and
+    fitted on the benchmark's ID-train (when it needs it); its calibration (when its spec names one), a fusion's
+    rule and the 95 %-TPR threshold fitted on ``val_limit`` seeded ID-val images (None: all), as a run's evaluation
+    fits them. ``name``: a method of ``cfg`` or a fusion key of it (``DG+BASELINE``, ``DG+BASELINE:weighted``).
+    Returns (method, runner, description of the threshold)."""
+
+    fusions = {f.key: f for f in cfg.fusion}
+    if name not in fusions and "+" in name:
+        raise ConfigError(f"{name!r} is not a fusion of this config; its fusions: {sorted(fusions) or 'none'} (add "
+                          "a fusion entry, or run `diffguard benchmark` and use --from)")
+    runner = Runner(cfg, Path("."), progress=False)
+    parts = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
+    val = runner.spec.by_role("val")[0].name
+    src = runner.sources[val]
+    rows = select_rows(len(src), val_limit, 0, val)
+    x, ids = src.load(rows), src.ids[rows]
+    method = RebuiltMethod(name, cfg.method(name).title if name not in fusions else name, {}, float("nan"),
+                           len(rows), classifier=runner.classifier)
+    scores = {p: _fit_part(method, runner, p, x, ids, batch_size, progress) for p in parts}
+    if name in fusions:
+        f = fusions[name]
+        method.fusion, method.fusion_parts = f.build().fit(scores[f.baseline], scores[f.diffguard]), parts
+        method.title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
+        scores[name] = method.fusion.fuse(scores[f.baseline], scores[f.diffguard])
+    method.threshold = _threshold(scores[name])
+    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
+
+
+def _fit_part(method: RebuiltMethod, runner: Any, name: str, x: Tensor, ids: Tensor, batch_size: int,
+              progress: bool) -> np.ndarray:
+    """Build and fit one detector of ``method`` (added to it, with its calibration); returns its (calibrated)
+    ID-val scores of x (N, C, H, W)."""
+
+    spec = runner.cfg.method(name)
+    det = build_method(spec, runner.classifier, runner.backend, runner.members)
+    if det.needs.fit:
+        src = runner.sources[runner.spec.by_role("train")[0].name]
+        train = src.load(np.arange(len(src))).to(runner.device)
+        det.fit(classifier_outputs(runner.classifier, train, labels=src.labels.to(runner.device), batch_size=256))
+    method.detectors[name] = det
+    cal = create_calibration(spec.calibration)
+    if cal is None:
+        return score_batches(det.score_images, x, ids, batch_size, progress, f"calibrating {name}", runner.device)
+    both = score_batches(lambda xb, ib: np.stack(method.raw_and_labels(det, xb, ib), 1), x, ids, batch_size,
+                         progress, f"calibrating {name}", runner.device)
+    labels = both[:, 1].astype(np.int64)
+    method.calibrations[name] = cal.fit(both[:, 0], labels)
+    return method.calibrations[name](both[:, 0], labels)

@@ -1,0 +1,267 @@
+"""The run configuration of a benchmark: :class:`RunConfig`, and config files (YAML) mapped onto it with dotted
+overrides.
+
+A config names the benchmark, run settings and the methods; built-in configs live in ``diffguard/configs``
+(``diffguard benchmark fmnist6`` uses ``fmnist6.yaml``). Overrides given as ``key=value``:
+
+* run settings: ``limit=200``, ``val_limit=100``, ``batch_size=32``, ``sets=[test,near-fmnist]``;
+* a method's parameter: ``diffguard-cfg.guidance.scale=5`` (a DiffGuard override), ``knn.k=100``;
+* a key of a model spec: ``classifier.weights=/ckpt/resnet50.pth``.
+
+String values may name environment variables as ``${NAME}`` (the paper configs take checkpoint paths this way);
+a variable that is not set is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from diffguard.errors import ConfigError
+from diffguard.yaml_mapping import read_mapping
+from diffguard.specs.method_specs import MethodConfig
+from diffguard.bench.user_yaml import benchmark_ref, looks_like_file
+from diffguard.bench.user_yaml import benchmark_ref, is_definition
+from diffguard.detectors.diffguard_presets import parse_value
+from diffguard.bench.user_yaml import benchmark_ref
+from diffguard.detectors.fusion import FUSION_RULES
+from diffguard.detectors.fusion import create_fusion
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """"DiffGuard + X": ``baseline`` and ``diffguard`` are method names of the run, combined by a fusion rule
+    fitted on their ID-validation scores (see :mod:`diffguard.detectors.fusion`).
+
+    Args:
+        rule: "band" (quantiles ``low_q`` / ``high_q`` of the baseline's ID-val scores bound the band that DiffGuard
+            decides) or "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores).
+    """
+
+    baseline: str
+    diffguard: str
+    low_q: float = 0.5
+    high_q: float = 0.99
+    rule: str = "band"
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+
+        if self.rule not in FUSION_RULES:
+            raise ConfigError(f"fusion {self.diffguard}+{self.baseline}: unknown rule {self.rule!r}; choose one of "
+                              f"{FUSION_RULES.list()}")
+        self.build()  # checks the rule's parameters now, not after the methods ran
+
+    @property
+    def key(self) -> str:
+        """The fusion's name in a run's tables and files: ``DG+BASELINE`` (band rule; ``DG+BASELINE:weighted``
+        for the weighted sum, so both rules of one pair can sit in one run)."""
+        base = f"{self.diffguard}+{self.baseline}"
+        return base if self.rule == "band" else f"{base}:{self.rule}"
+
+    def params(self) -> dict[str, float]:
+        """The rule's own parameters."""
+        return {"low_q": self.low_q, "high_q": self.high_q} if self.rule == "band" else {"weight": self.weight}
+
+    def build(self) -> Any:
+        """An unfitted fusion rule (:func:`diffguard.detectors.fusion.create_fusion`)."""
+
+        try:
+            return create_fusion(self.rule, **self.params())
+        except ValueError as e:
+            raise ConfigError(f"fusion {self.key}: {e}") from None
+
+    def describe(self) -> str:
+        """Short parameter text for tables: ``q=(0.5, 0.99)`` or ``w=0.3``."""
+        return f"q=({self.low_q}, {self.high_q})" if self.rule == "band" else f"w={self.weight}"
+
+
+@dataclass
+class RunConfig:
+    """Everything a benchmark run depends on (the CLI maps config files and ``--set`` overrides onto it).
+
+    Args:
+        benchmark: registered benchmark name (``fmnist6``, ``cifar10``, ``imagenet``) or a user benchmark's
+            definition (a mapping with absolute paths; a config file may give a path to a definition YAML or an
+            inline mapping, see :mod:`diffguard.bench.user_yaml`).
+        methods: the methods to run, in order (cheap ones first is wise).
+        fusion: "DiffGuard + X" combinations to evaluate.
+        sets: restrict to these sets (default: all of the benchmark).
+        limit: at most this many samples per test / OOD set, drawn with ``limit_seed`` (None = all).
+        val_limit: at most this many ID-validation samples (thresholds and fusion calibration).
+        train_limit: at most this many ID-training samples for fitting KNN / ViM / MDS (None = all, OpenOOD's way).
+        batch_size: images per batch (methods may override).
+        classifier, diffusion: model folders or specs (None = the shipped fmnist6 models; see
+            :mod:`diffguard.specs.model_specs`).
+        image_size: the benchmark images' side in pixels (None = the benchmark's; e.g. 224 for the GDM setting).
+        ensemble: folders of all Deep-Ensemble members (None = the classifier plus the shipped
+            ``fmnist6-classifier-s*`` folders).
+        data_root: data folder (fmnist6: the Fashion-MNIST IDX files; others: OpenOOD's layout).
+        gallery: input / synthesis pairs per end (most and least OOD) per set in the report.
+        ablation: the name of the setting the methods vary (an ablation study); adds ``ablation.md`` and
+            ``ablation.png`` (AUROC per variant) to the outputs.
+        device: "auto" (``cuda:<local rank>`` when CUDA is available, else CPU), "cpu", "cuda", "cuda:N".
+        about: a description for people (the paper configs: source, files, input, cost); not used by the run.
+    """
+
+    benchmark: str | dict[str, Any] = "fmnist6"
+    methods: list[MethodConfig] = field(default_factory=list)
+    fusion: list[FusionConfig] = field(default_factory=list)
+    sets: list[str] | None = None
+    limit: int | None = None
+    val_limit: int | None = 500
+    train_limit: int | None = None
+    limit_seed: int = 0
+    batch_size: int = 64
+    classifier: str | dict[str, Any] | None = None
+    diffusion: str | dict[str, Any] | None = None
+    ensemble: list[str] | None = None
+    data_root: str | None = None
+    image_size: int | None = None
+    gallery: int = 6
+    ablation: str | None = None
+    device: str = "auto"
+    about: dict[str, Any] = field(default_factory=dict)
+
+    def plan_key(self) -> dict[str, Any]:
+        """The settings that define the work units; a results file is only resumed under the same ones."""
+        return {k: getattr(self, k) for k in ("benchmark", "sets", "limit", "val_limit", "train_limit", "limit_seed",
+                                              "batch_size", "classifier", "diffusion",
+                                              "image_size")}
+
+    def method(self, name: str) -> MethodConfig:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"no method {name!r} in this run; methods: {[m.name for m in self.methods]}")
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """A JSON-able view of the run configuration (for manifests and reports); a user benchmark appears as its full
+    definition with absolute paths, so a results folder rebuilds it alone."""
+
+    d = asdict(cfg)
+    if not isinstance(cfg.benchmark, str) or looks_like_file(cfg.benchmark):
+        d["benchmark"] = benchmark_ref(cfg.benchmark)
+    d["methods"] = [m.as_dict() for m in cfg.methods]
+    return d
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def read_config_file(name_or_path: str | os.PathLike[str], variables: Mapping[str, str] | None = None,
+                     ) -> dict[str, Any]:
+    """Parse a built-in config name (e.g. ``fmnist6``) or a YAML path into a dict; ``${NAME}`` takes
+    ``variables[NAME]``, else the environment variable."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            close = difflib.get_close_matches(str(name_or_path), builtin_configs(), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown benchmark config {str(name_or_path)!r}.{hint} Built-in: "
+                             f"{', '.join(builtin_configs())}; or pass a path to a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = read_mapping(path, "config file", "of settings")
+    missing: list[str] = []
+    data = _expand(data, missing, {**os.environ, **(variables or {})})
+    if missing:
+        raise ConfigError(f"config {path.name} needs the environment variable(s) {sorted(set(missing))} "
+                         "(paths to local files, see the comments in the config); set them and rerun")
+    return _anchor_benchmark(data, path.absolute().parent)
+
+
+def _anchor_benchmark(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Resolve a user benchmark (a path or an inline definition, relative paths from the config's ``folder``) to
+    its full definition. A file that is itself a benchmark definition runs with the built-in fmnist6 config's
+    settings and methods, less those that need the shipped fmnist6 Deep-Ensemble members."""
+
+    if is_definition(data):
+        defaults = read_config_file("fmnist6")
+        defaults["methods"] = [m for m in defaults.get("methods", [])
+                               if not MethodConfig.from_dict(m).needs.members]
+        data = {**defaults, "benchmark": data}
+    if "benchmark" in data:
+        data["benchmark"] = benchmark_ref(data["benchmark"], folder)
+    return data
+
+
+def _expand(value: Any, missing: list[str], env: Mapping[str, str]) -> Any:
+    """Replace ``${NAME}`` in every string with ``env[NAME]``; record unset names."""
+    if isinstance(value, dict):
+        return {k: _expand(v, missing, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, missing, env) for v in value]
+    if isinstance(value, str):
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value):
+            if name in env:
+                value = value.replace("${" + name + "}", str(env[name]))
+            else:
+                missing.append(name)
+    return value
+
+
+def _expand_fusion(entries: list[dict[str, Any]], methods: list[MethodConfig]) -> list[FusionConfig]:
+    baselines = [m.name for m in methods if not m.is_diffguard]
+    out = []
+    for e in entries:
+        unknown = sorted(set(e) - {f.name for f in dataclasses.fields(FusionConfig)})
+        if unknown:
+            raise ConfigError(f"fusion entry {e}: unknown key(s) {unknown}")
+        names = baselines if e.get("baseline") == "*" else [e["baseline"]]
+        out += [FusionConfig(**{**e, "baseline": b}) for b in names]
+    return out
+
+
+def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    """Dict (from YAML) + ``key=value`` overrides -> a validated :class:`RunConfig`."""
+
+    data = dict(data)
+    methods = [MethodConfig.from_dict(m) for m in data.pop("methods", [])]
+    fusion_entries = data.pop("fusion", [])
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"methods", "fusion"}
+    by_name = {m.name: m for m in methods}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. limit=200)")
+        head, _, rest = key.partition(".")
+        if not rest and head in run_fields:
+            data[head] = parse_value(raw)
+        elif rest and head in ("classifier", "diffusion"):
+            spec = data.get(head)
+            data[head] = {**(spec if isinstance(spec, dict) else {}), rest: parse_value(raw)}
+        elif rest and head in by_name:
+            by_name[head] = _override_method(by_name[head], rest, raw)
+        else:
+            close = difflib.get_close_matches(head, sorted(run_fields | set(by_name)), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"override {item!r}: {head!r} is neither a run setting nor a method of this config."
+                             f"{hint} Settings: {sorted(run_fields)}; methods: {sorted(by_name)}")
+    unknown = sorted(set(data) - run_fields)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid: {sorted(run_fields)}")
+    if "benchmark" in data:
+
+        data["benchmark"] = benchmark_ref(data["benchmark"])
+    methods = [by_name[m.name] for m in methods]
+    return RunConfig(methods=methods, fusion=_expand_fusion(fusion_entries, methods), **data)
+
+
+def _override_method(m: MethodConfig, key: str, raw: str) -> MethodConfig:
+    return m.with_option(key, raw)
+
+
+def load_run_config(name_or_path: str | os.PathLike[str], overrides: list[str] = ()) -> RunConfig:
+    return build_run_config(read_config_file(name_or_path), list(overrides))
