@@ -14,9 +14,7 @@ from diffguard.diffusion.ddim import Levels, ddim_invert, ddim_sample, ddim_step
 from diffguard.diffusion.respace import even_levels, uniform_levels
 from diffguard.evaluation.ood_metrics import compute_metrics, fpr_at_95_id, fpr_at_95_ood
 from diffguard.model_files import load_classifier, load_diffusion
-
-
-__version__ = "0.1.0"
+from diffguard.version import __version__
 
 __all__ = [
     "BandFusion", "ClassifierOutputs", "DiffGuard", "DiffGuardResult", "ImageSet", "Levels", "PixelBackend",

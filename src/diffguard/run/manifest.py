@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from diffguard.model_files import ModelFileError
-import diffguard
+from diffguard.version import __version__
 from diffguard.sysinfo import command_line, machine
 from diffguard.model_files import shipped_path
 from diffguard.specs.model_specs import spec_files
@@ -43,15 +43,13 @@ def path_hash(path: Path) -> str:
     """:func:`folder_hash` of a folder, :func:`sha256_files` of a single file."""
     path = Path(path)
     if not path.exists():
-
         raise ModelFileError(f"model path {path} does not exist: check the classifier / diffusion entries of the "
                              "config (or --set classifier=... / diffusion=...)")
     return folder_hash(path) if path.is_dir() else sha256_files([path])
 
 
 def versions() -> dict[str, str]:
-
-    out = {"diffguard": getattr(diffguard, "__version__", "unknown"), "python": sys.version.split()[0],
+    out = {"diffguard": __version__, "python": sys.version.split()[0],
            "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform()}
     for mod in ("diffusers", "piq", "sklearn"):
         try:
