@@ -49,3 +49,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, fake_fmnist_root: Path
     train_diffusion(DiffusionTrainConfig(steps=2, batch_size=8, channels=(8, 16, 16), attention_lowest=False,
                                          limit=64, warmup=1), root / "diff", root / "ck_diff", fake_fmnist_root, "cpu")
     return root / "clf", root / "diff"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path], fake_fmnist_root: Path) -> Path:
+    """A finished tiny benchmark run (tests/guard_fixtures.py)."""
+    from guard_fixtures import make_run
+
+    return make_run(tmp_path_factory.mktemp("tiny_run"), tiny_models, fake_fmnist_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_guard(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+    """The band fusion ``dg+knn`` of :func:`tiny_run` exported as a guard folder (cascade: DiffGuard on the band)."""
+    from guard_fixtures import make_guard
+
+    return make_guard(tmp_path_factory.mktemp("tiny_guard") / "guard", tiny_run)

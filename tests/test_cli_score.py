@@ -82,15 +82,15 @@ def test_score_from_a_run_rebuilds_each_method(tmp_path: Path, tiny_models: tupl
         assert len(ok) == 4 and all(r["decision"] == ("ood" if r["score"] > res["threshold"] else "id") for r in ok)
     assert "fewer than about 100" in capsys.readouterr().err  # 8 ID-val images
     # the run's test images scored again give the run's stored scores (same detector, same fitted statistics)
-    from diffguard.guard.rebuild import load_run, rebuild
+    from diffguard.guard.export import export_from_run, load_run
 
     runner, store = load_run(run)
     with store:
         src, rows = runner.sources["test"], runner.plan["test"]
         ids = src.ids[rows]
         for method in ("knn", "dg"):
-            again = rebuild(runner, store, method).score_images(src.load(rows), ids)
-            assert np.allclose(again, store.scores(method, "test", ids.numpy()), atol=1e-4)
+            again = export_from_run(runner, store, method).score(src.load(rows), ids).score
+            assert np.allclose(again, store.scores(method, "test", ids.numpy()), rtol=1e-5, atol=1e-7)
     # no --method and no OOD-validation set: refuse and list the choices
     assert main(["score", str(folder), "--from", str(run), "--out", str(tmp_path / "x.csv")]) == 2
     assert "dg+knn" in capsys.readouterr().err
@@ -138,7 +138,7 @@ def test_score_with_a_config_fusion_fits_both_parts_on_id_val(tmp_path: Path, ti
                                                               fake_fmnist_root: Path) -> None:
     """``--config`` with a fusion key: both methods built, fitted, calibrated on the same ID-val rows, the fusion
     rule fitted on their scores, and the threshold taken from the fused ID-val scores."""
-    from diffguard.guard.rebuild import calibrate_on_val
+    from diffguard.guard.export import guard_from_config
     from diffguard.run.run_config import build_run_config
 
     cfg = {"benchmark": "fmnist6", "classifier": str(tiny_models[0]), "diffusion": str(tiny_models[1]),
@@ -150,11 +150,11 @@ def test_score_with_a_config_fusion_fits_both_parts_on_id_val(tmp_path: Path, ti
            "fusion": [{"baseline": "msp", "diffguard": "dg", "rule": "weighted", "weight": 0.5}]}
     path = tmp_path / "cfg.yaml"
     path.write_text(json.dumps(cfg))
-    method, _, source = calibrate_on_val(build_run_config(cfg), "dg+msp:weighted", 6, 4)
-    assert set(method.detectors) == {"msp", "dg"} and set(method.calibrations) == {"dg"}
-    assert method.fusion.weight == 0.5 and "6 images" in source and np.isfinite(method.threshold)
+    guard, _, source = guard_from_config(build_run_config(cfg), "dg+msp:weighted", 6, 4)
+    assert set(guard.parts) == {"msp", "dg"} and [n for n, p in guard.parts.items() if p.calibration] == ["dg"]
+    assert guard.fusion.weight == 0.5 and "6 images" in source and np.isfinite(guard.threshold)
     with pytest.raises(ConfigError, match="not a fusion of this config"):
-        calibrate_on_val(build_run_config(cfg), "dg+knn", 6, 4)
+        guard_from_config(build_run_config(cfg), "dg+knn", 6, 4)
     out = tmp_path / "s.csv"
     assert main(["score", str(_folder(tmp_path)), "--config", str(path), "--method", "dg+msp:weighted",
                  "--val-limit", "6", "--out", str(out), "--no-progress", "--threads", "1"]) == 0

@@ -1,12 +1,14 @@
 """``diffguard score PATH``: OOD scores and decisions for a folder of images or an image list.
 
-Two ways to get a detector and its threshold (95 % of ID-validation images accepted):
+Every way scores through a guard (:class:`~diffguard.guard.guard.Guard`: the fitted detector and its threshold,
+95 % of ID-validation images accepted), so there is one scoring path:
 
-* ``--from RESULTS_DIR [--method NAME]`` rebuilds exactly a method of a benchmark run -- baselines and
-  "DiffGuard + X" included -- with its fitted statistics and threshold (:mod:`diffguard.guard.rebuild`); without
-  ``--method`` the run's best method on OOD validation is used, or the choices are listed;
-* ``--config CFG --method NAME`` builds a method of a run config and calibrates it now on the config's ID-val set
-  (``--val-limit`` images; methods that fit are fitted on its ID-train set).
+* ``--guard GUARD_DIR``: a guard folder written by ``diffguard export`` (no benchmark data needed);
+* ``--from RESULTS_DIR [--method NAME]``: exports a method of a benchmark run in memory -- baselines and
+  "DiffGuard + X" included -- then scores (:mod:`diffguard.guard.export`); without ``--method`` the run's
+  ``recommended`` detector, else its best on OOD validation (fusions included);
+* ``--config CFG --method NAME``: builds a method of a run config as a guard calibrated now on the config's ID-val
+  set (``--val-limit`` images; methods that fit are fitted on its ID-train set).
 
 Unreadable or non-image files are not fatal: each gets a row with status ``skipped`` and the reason. Labels in an
 image list (``-1`` = OOD) are turned into metrics. Nothing scored means exit status 1.
@@ -25,19 +27,18 @@ import numpy as np
 import torch
 
 from diffguard.errors import ConfigError
-from diffguard.bench.image_sources import DataError, load_image, read_image_list
-from diffguard.guard.rebuild import best_on_validation, check_models, load_run, method_names, rebuild
-from diffguard.guard.rebuild import calibrate_on_val
-from diffguard.run.run_config import load_run_config
-from diffguard.guard.rebuild import score_batches
+from diffguard.bench.image_sources import DataError, read_image_list
 from diffguard.evaluation.ood_metrics import compute_metrics
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
+from diffguard.guard.export import (FEW_VAL, check_models, default_method, export_from_run, guard_from_config,
+                                    load_run, method_names, read_json)
+from diffguard.guard.guard import Guard
+from diffguard.run.run_config import load_run_config
 
 def add(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
     s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
+    s.add_argument("--guard", default=None, metavar="GUARD_DIR",
+                   help="a guard folder written by `diffguard export`: its detector and threshold, no data needed")
     s.add_argument("--from", dest="from_dir", default=None, metavar="RESULTS_DIR",
                    help="a `diffguard benchmark` results folder: rebuild its method and use its threshold")
     s.add_argument("--method", default=None, help="method (or fusion 'diffguard+baseline') of the run or config "
@@ -89,25 +90,17 @@ def _list_root(path: Path, rels: list[str], data_root: Path | None) -> Path:
                     "parents or the data root; give the folder its paths are relative to with --root")
 
 
-def load_inputs(files: list[Path], size: int, channels: int) -> tuple[list[int], torch.Tensor, dict[int, str]]:
-    """Read what can be read: (indices of loaded files, images (B, C, size, size) in [-1, 1], skip reasons)."""
-    ok, images, skipped = [], [], {}
-    for i, f in enumerate(files):
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped[i] = f"not an image file (suffix {f.suffix or 'none'})"
-            continue
-        try:
-            images.append(load_image(f, size, channels))
-            ok.append(i)
-        except DataError as err:
-            skipped[i] = str(err)
-    stacked = torch.stack(images) if images else torch.empty(0, channels, size, size)
-    return ok, stacked, skipped
+def from_guard(args: argparse.Namespace) -> tuple[Guard, str]:
+    """(guard, source description) of ``--guard``."""
+    if args.overrides or args.config or args.classifier or args.diffusion or args.method or args.from_dir:
+        raise ConfigError("--guard scores with the guard folder as exported; --from, --method, --set, --config, "
+                          "--classifier and --diffusion cannot be combined with it")
+    guard = Guard.load(args.guard, device=args.device or "auto")
+    return guard, f"{args.guard} [{guard.name}], {guard.n_val} ID-val images, {guard.tpr:.0%} TPR"
 
 
-def from_run(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """(rebuilt method, runner, source description) of ``--from``."""
-
+def from_run(args: argparse.Namespace) -> tuple[Guard, str]:
+    """(guard exported in memory, source description) of ``--from``."""
     if args.overrides or args.config or args.classifier or args.diffusion:
         raise ConfigError("--from rebuilds the run's own models and settings; --set, --config, --classifier and "
                           "--diffusion cannot be combined with it")
@@ -115,49 +108,48 @@ def from_run(args: argparse.Namespace) -> tuple[Any, Any, str]:
     runner, store = load_run(folder, args.device)
     with store:
         check_models(runner, folder)
-        name = args.method or best_on_validation(runner, store)
+        name = args.method or default_method(runner, store, read_json(folder / "run_config.json"))
         if name is None:
             raise ConfigError(f"run {folder} has no OOD-validation set to pick its best method; choose one with "
                               f"--method: {', '.join(method_names(runner))}")
-        method = rebuild(runner, store, name)
-    return method, runner, f"{folder} [{method.name}], {method.n_val} ID-val images, 95% TPR"
+        guard = export_from_run(runner, store, name, folder)
+    return guard, f"{folder} [{guard.name}], {guard.n_val} ID-val images, 95% TPR"
 
 
-def from_config(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """(method calibrated now, runner, source description) of ``--config`` (default fmnist6)."""
-
+def from_config(args: argparse.Namespace) -> tuple[Guard, str]:
+    """(guard calibrated now, source description) of ``--config`` (default fmnist6)."""
     name = args.method or "diffguard-cfg"
     over = [f"{name}.{o}" for o in args.overrides]
     over += [f"{k}={v}" for k, v in (("classifier", args.classifier), ("diffusion", args.diffusion),
                                      ("data_root", args.data_root), ("device", args.device)) if v]
     cfg = load_run_config(args.config or "fmnist6", over)
-    return calibrate_on_val(cfg, name, args.val_limit, args.batch_size, not args.no_progress)
+    guard, _, source = guard_from_config(cfg, name, args.val_limit, args.batch_size, not args.no_progress)
+    return guard, source
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.threads:
         torch.set_num_threads(args.threads)
     check_path(Path(args.path))
-    method, runner, source = from_run(args) if args.from_dir else from_config(args)
-    data_root = Path(runner.cfg.data_root) if runner.cfg.data_root else None
-    files, labels = list_inputs(Path(args.path), Path(args.root) if args.root else None, data_root)
-    ok, x, skipped = load_inputs(files, runner.spec.image_size, runner.spec.channels)
-    if method.n_val < 100:
-        print(f"diffguard: warning: the threshold rests on only {method.n_val} ID-validation images (fewer than "
-              "about 100): it is a rough estimate", file=sys.stderr)
-    ids = torch.arange(len(ok))
-    scores = score_batches(method.score_images, x, ids, args.batch_size, not args.no_progress, "scoring",
-                           runner.device)
-    with torch.no_grad():
-        preds = [int(p) for b in x.split(256) for p in runner.classifier.logits(b.to(runner.device)).argmax(1)]
-    rows = _rows(files, ok, scores, preds, skipped, method.threshold, labels)
+    guard, source = from_guard(args) if args.guard else from_run(args) if args.from_dir else from_config(args)
+    data_root = args.data_root or (read_json(Path(args.from_dir) / "run_config.json").get("data_root")
+                                   if args.from_dir else None)
+    files, labels = list_inputs(Path(args.path), Path(args.root) if args.root else None,
+                                Path(data_root) if data_root else None)
+    if guard.n_val < FEW_VAL:
+        print(f"diffguard: warning: the threshold rests on only {guard.n_val} ID-validation images (fewer than "
+              f"about {FEW_VAL}): it is a rough estimate", file=sys.stderr)
+    guard.batch_size = args.batch_size
+    scored = guard.score_files(files)
+    rows = _rows(scored, guard.threshold, labels)
     metrics = _metrics(rows) if labels is not None else {}
-    _write(Path(args.out), rows, {"method": method.name, "title": method.title, "threshold": method.threshold,
+    _write(Path(args.out), rows, {"method": guard.name, "title": guard.title, "threshold": guard.threshold,
                                   "calibration": source, "metrics": metrics})
-    flagged = int((scores > method.threshold).sum())
-    print(f"{method.title}: scored {len(ok)} image(s), skipped {len(skipped)}; threshold {method.threshold:.6g} "
-          f"({source}); {flagged} flagged OOD; written to {args.out}")
+    ok = [r for r in rows if r["status"] == "ok"]
+    flagged = sum(r["decision"] == "ood" for r in ok)
+    ran = sum(bool(r.get("diffguard_ran")) for r in ok)
+    print(f"{guard.title}: scored {len(ok)} image(s), skipped {len(rows) - len(ok)}; threshold "
+          f"{guard.threshold:.6g} ({source}); {flagged} flagged OOD; DiffGuard ran on {ran}; written to {args.out}")
     for k, v in metrics.items():
         print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
     if not ok:
@@ -166,18 +158,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(files: list[Path], ok: list[int], scores: np.ndarray, preds: list[int], skipped: dict[int, str],
-          threshold: float, labels: list[int] | None) -> list[dict[str, Any]]:
-    by_file = {i: (s, p) for i, s, p in zip(ok, scores.tolist(), preds)}
+def _rows(scored: list[dict[str, Any]], threshold: float, labels: list[int] | None) -> list[dict[str, Any]]:
+    """The output rows: the guard's per-file rows in the CSV's terms (prediction, decision, threshold)."""
     rows = []
-    for i, path in enumerate(files):
-        row: dict[str, Any] = {"path": str(path)}
-        if i in by_file:
-            s, p = by_file[i]
-            row.update(status="ok", score=s, prediction=p, decision="ood" if s > threshold else "id",
-                       threshold=threshold, reason="")
-        else:
-            row.update(status="skipped", score=None, prediction=None, decision=None, threshold=None, reason=skipped[i])
+    for i, r in enumerate(scored):
+        ok = r["status"] == "ok"
+        row: dict[str, Any] = {"path": r["path"], "status": r["status"], "score": r.get("score"),
+                               "prediction": r.get("label"), "decision": ("ood" if r["is_ood"] else "id") if ok
+                               else None, "threshold": threshold if ok else None,
+                               "diffguard_ran": r.get("diffguard_ran"), "resized": r["resized"], "reason": r["reason"]}
         if labels is not None:
             row["label"] = labels[i]
         rows.append(row)
@@ -206,7 +195,8 @@ def _write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None
         path.write_text(json.dumps({**meta, "rows": rows}, indent=2))
         return
     cols = ["path", "status", "score", "prediction", "decision", "threshold", *(["label"] if "label" in rows[0]
-                                                                                   else []), "reason"]
+                                                                                   else []),
+            "diffguard_ran", "resized", "reason"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)

@@ -99,6 +99,17 @@ class ClassCalibration:
         return {"rule": "class", "min_count": self.min_count, "global": list(self._global),
                 "per_class": {str(c): list(v) for c, v in sorted(self._per_class.items())}}
 
+    def state(self) -> dict[str, Any]:
+        """The fitted statistics as JSON (what a saved guard keeps); :meth:`with_state` restores them."""
+        return {k: v for k, v in self.report().items() if k != "rule"}
+
+    def with_state(self, state: dict[str, Any]) -> ClassCalibration:
+        """This calibration holding the statistics of :meth:`state` (exactly, floats round-trip through JSON)."""
+        self.min_count = int(state["min_count"])
+        self._global = (float(state["global"][0]), float(state["global"][1]))
+        self._per_class = {int(c): (float(v[0]), float(v[1])) for c, v in state["per_class"].items()}
+        return self
+
 
 def create_calibration(name: str | None) -> ClassCalibration | None:
     """The calibration a method spec names (None: raw scores); unknown names raise ValueError."""

@@ -116,6 +116,15 @@ class BandFusion:
         """Quantiles, thresholds and squash parameters, for the results table."""
         return {"rule": "band (project's own)", "low_q": self.low_q, "high_q": self.high_q, **self._fitted()}
 
+    def report_state(self) -> dict[str, float]:
+        """The fitted constants (what a saved guard keeps); :meth:`with_state` restores them."""
+        return dict(self._fitted())
+
+    def with_state(self, state: dict[str, float]) -> BandFusion:
+        """This rule holding the fitted constants of :meth:`report_state` (floats round-trip through JSON)."""
+        self._state = {k: float(v) for k, v in state.items()}
+        return self
+
     def _fitted(self) -> dict[str, float]:
         if not self._state:
             raise RuntimeError("BandFusion is not fitted: call fit(baseline_val, diffguard_val) on ID-val scores")
@@ -170,6 +179,15 @@ class WeightedSumFusion:
     def report(self) -> dict[str, Any]:
         """Weight and standardisation parameters, for the results table."""
         return {"rule": "weighted sum of robust z-scores (project's own)", "weight": self.weight, **self._fitted()}
+
+    def report_state(self) -> dict[str, float]:
+        """The fitted constants (what a saved guard keeps); :meth:`with_state` restores them."""
+        return dict(self._fitted())
+
+    def with_state(self, state: dict[str, float]) -> WeightedSumFusion:
+        """This rule holding the fitted constants of :meth:`report_state` (floats round-trip through JSON)."""
+        self._state = {k: float(v) for k, v in state.items()}
+        return self
 
     def _fitted(self) -> dict[str, float]:
         if not self._state:

@@ -1,5 +1,7 @@
-"""Rebuild exactly the method of a benchmark run -- models, settings, fitted statistics, fusion state, threshold --
-from its results folder, to score new images (``diffguard score PATH --from DIR``).
+"""Export a guard from a benchmark run: exactly the run's method -- models, settings, fitted statistics, fusion
+state, threshold -- as a :class:`~diffguard.guard.guard.Guard` (``diffguard export RESULTS_DIR``; ``diffguard score
+PATH --from DIR`` exports in memory, then scores). The export reads the run's data (ID-train for fitting methods);
+the guard it writes does not.
 
 What a folder written by ``diffguard benchmark`` holds and what is taken from it:
 
@@ -17,7 +19,6 @@ The threshold keeps 95 % of the ID-validation images (a method flags a score abo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from diffguard.evaluation.stored_calibration import fitted_calibration
 from diffguard.evaluation.stored_calibration import calibrated
 from diffguard.evaluation.ood_metrics import auroc
 from diffguard.specs.method_specs import build_method
+from diffguard.guard.folder import model_record
+from diffguard.guard.guard import Guard
+from diffguard.guard.parts import Geometry, Part, raw_and_labels, val_quantiles
 from tqdm.auto import tqdm
 from diffguard.run.plan import select_rows
 from diffguard.detectors.detector import classifier_outputs
@@ -42,51 +46,6 @@ from diffguard.detectors.calibration import create_calibration
 
 TPR = 0.95
 FEW_VAL = 100
-
-
-@dataclass
-class RebuiltMethod:
-    """A run's method ready to score images: one detector, or a baseline and a DiffGuard method fused.
-
-    ``threshold``: flag a score above it (95 % of the run's ID-val scores are at or below it); ``n_val``: how many
-    ID-val images it rests on.
-    """
-
-    name: str
-    title: str
-    detectors: dict[str, Any]
-    threshold: float
-    n_val: int
-    fusion: Any = None
-    fusion_parts: tuple[str, str] | None = None
-    calibrations: dict[str, Any] = field(default_factory=dict)
-    classifier: Any = None
-
-    def score_images(self, x: Tensor, ids: Tensor) -> np.ndarray:
-        """(B,) float64 scores of images x (B, C, H, W) in [-1, 1]; ids (B,) seed per-sample randomness."""
-        scores = {n: self._part(n, d, x, ids) for n, d in self.detectors.items()}
-        if self.fusion is None:
-            return next(iter(scores.values()))
-        baseline, diffguard = self.fusion_parts  # type: ignore[misc]
-        return self.fusion.fuse(scores[baseline], scores[diffguard])
-
-    def _part(self, name: str, det: Any, x: Tensor, ids: Tensor) -> np.ndarray:
-        """One detector's scores, calibrated when the run's spec asks for it."""
-        cal = self.calibrations.get(name)
-        if cal is None:
-            return det.score_images(x, ids).double().cpu().numpy()
-        raw, label = self.raw_and_labels(det, x, ids)
-        return cal(raw, label)
-
-    def raw_and_labels(self, det: Any, x: Tensor, ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(B,) raw scores and (B,) the label each was computed for: the detector's ``label`` column
-        (DiffGuard's guided label), else the classifier's prediction."""
-        scored = det.details(x, ids)
-        label = scored.columns.get("label")
-        if label is None:
-            with torch.no_grad():
-                label = self.classifier.logits(x).argmax(1)
-        return scored.score.double().cpu().numpy(), label.cpu().numpy().astype(np.int64)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -166,31 +125,45 @@ def val_scores(runner: Any, store: Any, method: str, role: str = "val") -> np.nd
     return calibrated(method_calibration(runner, store, method), raw, labels)
 
 
-def best_on_validation(runner: Any, store: Any) -> str | None:
-    """The method with the highest AUROC of ID-val against the OOD-validation sets (role ``val_ood``), or None when
-    the run has no OOD-validation set."""
+def key_scores(runner: Any, store: Any, key: str, role: str) -> np.ndarray:
+    """A method's or a fusion's scores on the run's sets of a role; a fusion is fitted on ID-val, as in the run."""
+    fusions = {f.key: f for f in runner.cfg.fusion}
+    if key not in fusions:
+        return val_scores(runner, store, key, role)
+    f = fusions[key]
+    fusion = f.build().fit(val_scores(runner, store, f.baseline), val_scores(runner, store, f.diffguard))
+    return fusion.fuse(val_scores(runner, store, f.baseline, role), val_scores(runner, store, f.diffguard, role))
 
+
+def best_on_validation(runner: Any, store: Any) -> str | None:
+    """The method or fusion with the highest AUROC of ID-val against the OOD-validation sets (role ``val_ood``),
+    or None when the run has no OOD-validation set."""
     if not any(s.name in runner.sources for s in runner.spec.by_role("val_ood")):
         return None
     best, best_auc = None, -1.0
-    for m in runner.cfg.methods:
+    for key in method_names(runner):
         try:
-            auc = auroc(val_scores(runner, store, m.name), val_scores(runner, store, m.name, "val_ood"))
+            auc = auroc(key_scores(runner, store, key, "val"), key_scores(runner, store, key, "val_ood"))
         except UserError:
             continue
         if auc > best_auc:
-            best, best_auc = m.name, auc
+            best, best_auc = key, auc
     return best
 
 
-def rebuild(runner: Any, store: Any, name: str) -> RebuiltMethod:
-    """The run's method (or fusion) ``name`` with its fitted statistics and 95 %-TPR threshold."""
+def default_method(runner: Any, store: Any, raw_config: dict[str, Any]) -> str | None:
+    """The run's ``recommended`` detector when its config names one, else its best on OOD validation."""
+    recommended = raw_config.get("recommended")
+    return str(recommended) if recommended else best_on_validation(runner, store)
 
+
+def export_from_run(runner: Any, store: Any, name: str, folder: Path | None = None) -> Guard:
+    """The run's method (or fusion) ``name`` as a guard: fitted statistics, calibrations, fusion, threshold."""
     fusions = {f.key: f for f in runner.cfg.fusion}
     if name not in fusions and name not in {m.name for m in runner.cfg.methods}:
         raise ConfigError(f"run {runner.out} has no method {name!r}; choose one of {method_names(runner)}")
     parts = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
-    detectors = {}
+    built = {}
     for part in parts:
         m = runner.cfg.method(part)
         stored = store.get_meta(f"method:{part}")
@@ -200,22 +173,31 @@ def rebuild(runner: Any, store: Any, name: str) -> RebuiltMethod:
         det = build_method(m, runner.classifier, runner.backend, runner.members)
         if det.needs.fit:
             det.fit(runner.outputs(store, runner.spec.by_role("train")[0].name))
-        detectors[part] = det
-    cals = {part: c for part in parts if (c := method_calibration(runner, store, part)) is not None}
+        built[part] = Part(m, det, method_calibration(runner, store, part))
+    source = {"run": str(folder or runner.out), "benchmark": runner.spec.name, "method": name}
     if name not in fusions:
         val = val_scores(runner, store, name)
-        return RebuiltMethod(name, runner.cfg.method(name).title, detectors, _threshold(val), val.size,
-                             calibrations=cals, classifier=runner.classifier)
-    return _rebuild_fusion(runner, store, name, fusions[name], detectors, cals)
-
-
-def _rebuild_fusion(runner: Any, store: Any, name: str, f: Any, detectors: dict[str, Any],
-                    cals: dict[str, Any]) -> RebuiltMethod:
+        return _guard(runner, name, runner.cfg.method(name).title, built, val, source=source)
+    f = fusions[name]
     b, d = val_scores(runner, store, f.baseline), val_scores(runner, store, f.diffguard)
     fusion = f.build().fit(b, d)
     title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
-    return RebuiltMethod(name, title, detectors, _threshold(fusion.fuse(b, d)), b.size, fusion,
-                         (f.baseline, f.diffguard), cals, runner.classifier)
+    return _guard(runner, name, title, built, fusion.fuse(b, d), fusion, f, source)
+
+
+def _guard(runner: Any, name: str, title: str, parts: dict[str, Part], val: np.ndarray, fusion: Any = None,
+           f: Any = None, source: dict[str, Any] | None = None) -> Guard:
+    """A guard of built parts whose (fused) ID-val scores are ``val``."""
+    spec = runner.spec
+    classes = tuple(spec.class_names) or tuple(str(i) for i in range(spec.num_classes))
+    models = {"classifier": model_record("classifier", runner.cfg.classifier)}
+    if any(p.is_diffguard for p in parts.values()):
+        models["diffusion"] = model_record("diffusion", runner.cfg.diffusion)
+    return Guard(name=name, title=title, parts=parts, classifier=runner.classifier, threshold=_threshold(val),
+                 geometry=Geometry(classes, spec.image_size, spec.channels), fusion=fusion,
+                 fusion_parts=(f.baseline, f.diffguard) if f is not None else None, val_quantiles=val_quantiles(val),
+                 n_val=int(val.size), record={"models": models, "source": source or {},
+                                              "fusion_rule": f.rule if f is not None else None})
 
 
 def _threshold(val: np.ndarray) -> float:
@@ -237,53 +219,57 @@ def score_batches(fn: Any, x: Tensor, ids: Tensor, batch: int, progress: bool, d
     return np.concatenate(out) if out else np.empty(0)
 
 
-def calibrate_on_val(cfg: Any, name: str, val_limit: int | None, batch_size: int,
-                     progress: bool = False) -> tuple[RebuiltMethod, Any, str]:
-    """A method or fusion of a run config made ready to score without a finished run: each detector built and
-    fitted on the benchmark's ID-train (when it needs it); its calibration (when its spec names one), a fusion's
-    rule and the 95 %-TPR threshold fitted on ``val_limit`` seeded ID-val images (None: all), as a run's evaluation
-    fits them. ``name``: a method of ``cfg`` or a fusion key of it (``DG+BASELINE``, ``DG+BASELINE:weighted``).
-    Returns (method, runner, description of the threshold)."""
-
+def guard_from_config(cfg: Any, name: str, val_limit: int | None, batch_size: int,
+                      progress: bool = False) -> tuple[Guard, Any, str]:
+    """A method or fusion of a run config as a guard, without a finished run: each detector built and fitted on the
+    benchmark's ID-train (when it needs it); its calibration (when its spec names one), a fusion's rule and the
+    95 %-TPR threshold fitted on ``val_limit`` seeded ID-val images (None: all), as a run's evaluation fits them.
+    ``name``: a method of ``cfg`` or a fusion key of it (``DG+BASELINE``, ``DG+BASELINE:weighted``).
+    Returns (guard, runner, description of the threshold)."""
     fusions = {f.key: f for f in cfg.fusion}
     if name not in fusions and "+" in name:
         raise ConfigError(f"{name!r} is not a fusion of this config; its fusions: {sorted(fusions) or 'none'} (add "
                           "a fusion entry, or run `diffguard benchmark` and use --from)")
     runner = Runner(cfg, Path("."), progress=False)
-    parts = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
+    names = [fusions[name].baseline, fusions[name].diffguard] if name in fusions else [name]
     val = runner.spec.by_role("val")[0].name
     src = runner.sources[val]
     rows = select_rows(len(src), val_limit, 0, val)
     x, ids = src.load(rows), src.ids[rows]
-    method = RebuiltMethod(name, cfg.method(name).title if name not in fusions else name, {}, float("nan"),
-                           len(rows), classifier=runner.classifier)
-    scores = {p: _fit_part(method, runner, p, x, ids, batch_size, progress) for p in parts}
-    if name in fusions:
+    parts = {p: _fit_part(runner, p) for p in names}
+    scores = {p: _calibrate_part(parts[p], runner, x, ids, batch_size, progress) for p in names}
+    source = {"config": cfg.benchmark if isinstance(cfg.benchmark, str) else "inline", "method": name,
+              "val": f"{val}, {len(rows)} images"}
+    if name not in fusions:
+        guard = _guard(runner, name, cfg.method(name).title, parts, scores[name], source=source)
+    else:
         f = fusions[name]
-        method.fusion, method.fusion_parts = f.build().fit(scores[f.baseline], scores[f.diffguard]), parts
-        method.title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
-        scores[name] = method.fusion.fuse(scores[f.baseline], scores[f.diffguard])
-    method.threshold = _threshold(scores[name])
-    return method, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
+        fusion = f.build().fit(scores[f.baseline], scores[f.diffguard])
+        title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
+        guard = _guard(runner, name, title, parts, fusion.fuse(scores[f.baseline], scores[f.diffguard]), fusion, f,
+                       source)
+    return guard, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
 
 
-def _fit_part(method: RebuiltMethod, runner: Any, name: str, x: Tensor, ids: Tensor, batch_size: int,
-              progress: bool) -> np.ndarray:
-    """Build and fit one detector of ``method`` (added to it, with its calibration); returns its (calibrated)
-    ID-val scores of x (N, C, H, W)."""
-
+def _fit_part(runner: Any, name: str) -> Part:
+    """One detector of a config built (and fitted on the benchmark's ID-train when it fits)."""
     spec = runner.cfg.method(name)
     det = build_method(spec, runner.classifier, runner.backend, runner.members)
     if det.needs.fit:
         src = runner.sources[runner.spec.by_role("train")[0].name]
         train = src.load(np.arange(len(src))).to(runner.device)
         det.fit(classifier_outputs(runner.classifier, train, labels=src.labels.to(runner.device), batch_size=256))
-    method.detectors[name] = det
-    cal = create_calibration(spec.calibration)
+    return Part(spec, det)
+
+
+def _calibrate_part(part: Part, runner: Any, x: Tensor, ids: Tensor, batch_size: int, progress: bool) -> np.ndarray:
+    """The part's (calibrated) ID-val scores of x (N, C, H, W); fits its calibration when its spec names one."""
+    det, name = part.detector, part.spec.name
+    cal = create_calibration(part.spec.calibration)
     if cal is None:
         return score_batches(det.score_images, x, ids, batch_size, progress, f"calibrating {name}", runner.device)
-    both = score_batches(lambda xb, ib: np.stack(method.raw_and_labels(det, xb, ib), 1), x, ids, batch_size,
-                         progress, f"calibrating {name}", runner.device)
+    both = score_batches(lambda xb, ib: np.stack(raw_and_labels(det, runner.classifier, xb, ib), 1), x, ids,
+                         batch_size, progress, f"calibrating {name}", runner.device)
     labels = both[:, 1].astype(np.int64)
-    method.calibrations[name] = cal.fit(both[:, 0], labels)
-    return method.calibrations[name](both[:, 0], labels)
+    part.calibration = cal.fit(both[:, 0], labels)
+    return part.calibration(both[:, 0], labels)

@@ -1,0 +1,44 @@
+"""``diffguard export RESULTS_DIR --out GUARD_DIR``: a benchmark run's method as a guard folder.
+
+The guard (:mod:`diffguard.guard`) holds the method's fitted state, calibration, fusion and threshold, the input
+geometry and the model specs with their hashes; ``diffguard score PATH --guard GUARD_DIR`` and ``diffguard serve
+GUARD_DIR`` use it without the benchmark's data. The export itself reads the run's ID-train set when a part fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from diffguard.errors import ConfigError
+from diffguard.guard.export import check_models, default_method, export_from_run, load_run, method_names, read_json
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("export", help="write a run's method (or fusion) as a guard folder that scores anywhere")
+    s.add_argument("results", help="a `diffguard benchmark` results folder")
+    s.add_argument("--method", default=None, help="method or fusion key of the run (default: the run's "
+                   "`recommended` detector, else its best on OOD validation, fusions included)")
+    s.add_argument("--out", required=True, metavar="GUARD_DIR", help="the guard folder to write")
+    s.add_argument("--copy-models", action="store_true",
+                   help="copy the model files into GUARD_DIR/models so the folder moves as one piece")
+    s.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N (for fitting)")
+    s.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = Path(args.results)
+    runner, store = load_run(folder, args.device)
+    with store:
+        check_models(runner, folder)
+        name = args.method or default_method(runner, store, read_json(folder / "run_config.json"))
+        if name is None:
+            raise ConfigError(f"run {folder} names no recommended detector and has no OOD-validation set; choose "
+                              f"one with --method: {', '.join(method_names(runner))}")
+        guard = export_from_run(runner, store, name, folder)
+    out = guard.save(args.out, copy_models=args.copy_models)
+    where = "with its model files" if args.copy_models else "pointing at the run's model files"
+    print(f"guard {guard.title} [{guard.name}] written to {out} ({where}); threshold {guard.threshold:.6g} keeps "
+          f"{guard.tpr:.0%} of {guard.n_val} ID-val images; DiffGuard "
+          f"{'runs only on the baseline band (cascade)' if guard.cascades else 'runs on every image' if any(p.is_diffguard for p in guard.parts.values()) else 'is not part of it'}")
+    return 0
