@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
 
-    from diffguard.guard.rebuild import calibrate_on_val, score_batches
+    from diffguard.guard.export import calibrate_on_val, score_batches
     from diffguard.run.run_config import load_run_config
     from diffguard.report.tables import markdown_table
     from diffguard.sysinfo import machine

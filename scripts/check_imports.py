@@ -86,7 +86,7 @@ def import_graph(known: dict[str, Path]) -> tuple[dict[str, set[str]], list[str]
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             if id(node) in in_function and "# optional:" not in lines[node.lineno - 1]:
-                local.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+                local.append(f"{path.relative_to(path.parents[len(name.split('.')) - (path.name != '__init__.py')])}:{node.lineno}")
             for target in _targets(node, package, known):
                 found = _resolve(target, known) if target.startswith("diffguard") else None
                 if found and found != name:

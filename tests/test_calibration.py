@@ -88,7 +88,7 @@ def test_run_evaluation_calibrates_stored_scores_with_their_labels(tmp_path, mon
     import test_eval_roles as roles
     from diffguard.evaluation import stored_calibration as cal_mod
     from diffguard.evaluation.evaluate_run import evaluate
-    from diffguard.guard.rebuild import val_scores
+    from diffguard.guard.export import val_scores
     from diffguard.run.store import ResultStore
 
     monkeypatch.setattr(cal_mod, "create_calibration", lambda name: ClassCalibration(min_count=2) if name else None)

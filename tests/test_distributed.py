@@ -142,9 +142,9 @@ def test_torchrun_two_processes_equal_single_process(tmp_path: Path, tiny_models
 def test_rank_zero_refuses_a_changed_method_before_work(tmp_path: Path, tiny_models: tuple[Path, Path],
                                                         fake_fmnist_root: Path) -> None:
     base = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2, train_limit=8)
-    base["methods"] = base["methods"][:1]
+    base["methods"], base["fusion"] = base["methods"][:1], []
     Runner(build_run_config(base), tmp_path / "o", progress=False).run().close()
-    changed = {**base, "methods": [{"name": "msp", "params": {"temperature": 2.0}}]}
+    changed = {**base, "methods": [{"name": "msp", "method": "mls"}]}
     with pytest.raises(StoreError, match="another configuration"):
         Runner(build_run_config(changed), tmp_path / "o", progress=False, dist=Dist(0, 2)).run()
     assert not (tmp_path / "o" / "results.rank1.sqlite").exists()

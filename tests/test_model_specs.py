@@ -8,6 +8,7 @@ the library's contract (logits, features, CAM layer, normalisation, resolution) 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -261,3 +262,27 @@ def test_spec_keys_are_checked() -> None:
         build_backend({"type": "adm"})
     with pytest.raises(ConfigError, match="unknown key 'foldr'.*folder"):
         build_backend({"type": "dit", "foldr": "x"})
+
+
+def _documented_block(marker: str) -> str:
+    """The YAML code block between ``<!-- marker -->`` and ``<!-- /marker -->`` in docs/paper-configs.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "paper-configs.md").read_text()
+    block = text.split(f"<!-- {marker} -->", 1)[1].split(f"<!-- /{marker} -->", 1)[0].strip()
+    assert block.startswith("```yaml\n") and block.endswith("\n```"), block[:40]
+    return block[len("```yaml\n"):-len("```")]
+
+
+def test_the_documented_torchvision_spec_is_accepted_as_written() -> None:
+    import yaml
+
+    spec = yaml.safe_load(_documented_block("torchvision-spec-example"))["classifier"]
+    assert {"num_classes", "mean", "std", "weights", "resolution", "cam_layer"} <= set(spec)
+    with pytest.raises(UserError, match=re.escape(spec["weights"])):  # every key accepted; only the file is missing
+        build_classifier(spec)
+    clf = build_classifier({**spec, "weights": None})  # the same block with random weights
+    assert clf.num_classes == spec["num_classes"] == 1000 and clf.resolution == (224, 224)
+    assert clf.mean.flatten().tolist() == pytest.approx(spec["mean"]) and \
+        clf.std.flatten().tolist() == pytest.approx(spec["std"])
+    assert clf.cam_layer is clf.model.layer4 and clf.head is clf.model.fc
+    with torch.no_grad():
+        assert clf.logits(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)  # resized to 224

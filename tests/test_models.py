@@ -106,3 +106,68 @@ def test_cli_models_check_writes_table_and_cards(tmp_path, tiny_models, fake_fmn
     out = capsys.readouterr().out
     assert "| figure | measured | target | pass |" in out and "MODEL_CARD.md" in out
     assert (clf / "MODEL_CARD.md").is_file() and (diff / "MODEL_CARD.md").is_file()
+
+
+def test_models_check_spec_arguments_read_like_a_run_config(tmp_path):
+    from diffguard.errors import ConfigError
+    from diffguard.train.model_check import parse_model_spec, train_folder
+
+    inline = "{type: torchvision, arch: resnet18, weights: w.pth, num_classes: 3}"
+    assert parse_model_spec(inline, "classifier") == {"type": "torchvision", "arch": "resnet18", "weights": "w.pth",
+                                                      "num_classes": 3}
+    assert parse_model_spec('{"type": "diffusers", "folder": "/m"}', "diffusion") == {"type": "diffusers",
+                                                                                      "folder": "/m"}
+    assert parse_model_spec("fmnist6-diffusion-large", "diffusion") == {"type": "shipped",
+                                                                        "folder": "fmnist6-diffusion-large"}
+    assert parse_model_spec(str(tmp_path), "classifier") == str(tmp_path) and parse_model_spec(None, "x") is None
+    with pytest.raises(ConfigError, match="not a valid YAML"):
+        parse_model_spec("{type: [", "classifier")
+    assert train_folder(None, "diffusion") == shipped_path("diffusion")
+    assert train_folder({"type": "shipped", "folder": "fmnist6-diffusion-large"}, "diffusion") == \
+        shipped_path("diffusion").parent / "fmnist6-diffusion-large"
+    assert train_folder(parse_model_spec(inline, "classifier"), "classifier") is None
+
+
+def test_cli_models_check_takes_model_specs_built_as_the_runner_builds_them(tmp_path, tiny_models, fake_fmnist_root,
+                                                                            capsys):
+    """The tiny classifier as an inline ``type: module`` spec and the tiny diffusion folder as an inline JSON
+    ``type: diffusers`` spec measure the same figures as the two folders."""
+    from diffguard.cli import main
+
+    clf, diff = tiny_models
+    common = ["--n-recon", "2", "--n-per-class", "1", "--steps", "3", "--batch-size", "6", "--data-root",
+              str(fake_fmnist_root), "--device", "cpu"]
+    assert main(["models", "check", "--classifier", str(clf), "--diffusion", str(diff), "--out",
+                 str(tmp_path / "folders"), *common]) == 0
+    module = ("{type: module, class: 'diffguard.nets.resnet:SmallResNet', kwargs: {num_classes: 6, width: 4}, "
+              f"weights: '{clf / 'model.safetensors'}'}}")
+    diffusers = json.dumps({"type": "diffusers", "folder": str(diff)})
+    assert main(["models", "check", "--classifier", module, "--diffusion", diffusers, "--out",
+                 str(tmp_path / "specs"), *common]) == 0
+    folders, specs = (json.loads((tmp_path / d / "quality.json").read_text()) for d in ("folders", "specs"))
+    assert specs["classifier"]["type"] == "module" and specs["diffusion"] == {"type": "diffusers", "folder": str(diff)}
+    assert specs["figures"] == pytest.approx(folders["figures"], rel=1e-6)
+    capsys.readouterr()
+    # a spec's model is checked against the benchmark as the runner checks it; cards need `diffguard train` folders
+    torchvision = "{type: torchvision, arch: resnet18, weights: null, num_classes: 3}"
+    assert main(["models", "check", "--classifier", torchvision, "--out", str(tmp_path / "tv"), *common]) == 2
+    assert "has 3 classes; benchmark 'fmnist6' has 6" in capsys.readouterr().err
+    assert main(["models", "check", "--classifier", module, "--write-cards", "--out", str(tmp_path / "c"),
+                 *common]) == 2
+    assert "--write-cards" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_quality_check_of_an_unconditional_diffusion_spec(tmp_path, tiny_models, fake_fmnist_root, capsys):
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1,
+                down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, norm_num_groups=4,
+                ).save_pretrained(tmp_path / "uncond" / "unet")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "uncond" / "scheduler")
+    check = QualityCheck(n_recon=2, n_per_class=1, steps=3, batch_size=6)
+    record = run_quality_check(check, tmp_path / "out", str(tiny_models[0]),
+                               {"type": "diffusers", "folder": str(tmp_path / "uncond")}, str(fake_fmnist_root), "cpu")
+    assert record["figures"]["cfg_sample_agreement"] is None and record["figures"]["recon_psnr_db"] > 0
+    assert "| n/a (unconditional model) |" in capsys.readouterr().out
+    assert (tmp_path / "out" / "samples.png").is_file()

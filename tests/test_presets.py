@@ -12,7 +12,9 @@ from diffguard.diffusion.early_stop import (
 )
 from diffguard.distances import write_dists_weights
 from diffguard.distances.vgg import vgg16_feature_shapes
-from diffguard.detectors.diffguard_presets import PRESETS, apply_overrides, diffguard_detector
+from diffguard.detectors.diffguard_presets import (
+    GUIDANCE_FAMILIES, PRESETS, apply_overrides, diffguard_detector, guidance_family, register_preset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_rules_and_or_combination():
 
 def test_registered_presets():
     assert PRESETS.list() == ["fmnist6-cfg", "fmnist6-clean-grad", "fmnist6-fast", "fmnist6-tuned",
-                              "fmnist6-tuned-large", "gdm", "ldm"]
+                              "fmnist6-tuned-large", "gdm", "ldm", "starter-cfg"]
     for name in ("fmnist6-tuned", "fmnist6-fast", "fmnist6-tuned-large"):  # chosen by diffguard tune (docs/tuning.md): CFG, fewer steps
         kw = PRESETS.create(name)
         assert isinstance(kw["guidance"], CFGGuidance) and kw["inversion"].steps < 50
@@ -52,6 +54,32 @@ def test_registered_presets():
         assert set(kw.get("score_scales") or {}) == ({"gmsd", "l2"} if name == "fmnist6-tuned" else set())
     assert isinstance(PRESETS.create("fmnist6-cfg")["guidance"], CFGGuidance)
     assert isinstance(PRESETS.create("fmnist6-clean-grad")["guidance"], ClassifierGuidance)
+
+
+def test_starter_preset_is_fmnist6_cfg_under_a_generic_name():
+    kw = PRESETS.create("starter-cfg")
+    assert kw == PRESETS.create("fmnist6-cfg")
+    assert (kw["inversion"].steps, kw["inversion"].spacing, kw["inversion"].cap) == (50, "even", 30)
+    assert (kw["guidance"].scale, kw["guidance"].cam_cut) == (3.0, 0.1)
+
+
+def test_every_preset_declares_the_family_of_its_guidance():
+    kinds = {"cfg": CFGGuidance, "clean_grad": ClassifierGuidance}
+    assert set(kinds) == set(GUIDANCE_FAMILIES)
+    for name in PRESETS.list():
+        kw = PRESETS.create(name, **({"dists_threshold": None} if name == "gdm" else {}))  # gdm: no DISTS weights
+        assert isinstance(kw["guidance"], kinds[guidance_family(name)]), name
+
+
+def test_a_preset_without_a_known_family_is_refused(monkeypatch):
+    monkeypatch.setattr(PRESETS, "_items", dict(PRESETS._items))
+    with pytest.raises(ValueError, match="unknown guidance family 'dsg'"):
+        register_preset("mine", family="dsg")
+    PRESETS.register("mine")(lambda: {})
+    with pytest.raises(ValueError, match="preset 'mine' declares no guidance family"):
+        guidance_family("mine")
+    register_preset("mine-too", family="clean_grad")(lambda: {})
+    assert guidance_family("mine-too") == "clean_grad"
 
 
 def test_gdm_and_ldm_follow_the_authors(dists_file):

@@ -121,9 +121,9 @@ def test_kill_9_twice_then_resume_gives_identical_results(tmp_path: Path, tiny_m
 def test_changed_method_config_is_refused(tmp_path: Path, tiny_models: tuple[Path, Path],
                                           fake_fmnist_root: Path) -> None:
     base = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2)
-    base["methods"] = base["methods"][:1]
+    base["methods"], base["fusion"] = base["methods"][:1], []  # no DiffGuard method left to fuse with
     Runner(build_run_config(base), tmp_path / "o", progress=False).run().close()
-    changed = {**base, "methods": [{"name": "msp", "params": {"temperature": 2.0}}]}
+    changed = {**base, "methods": [{"name": "msp", "method": "mls"}]}  # same name, another detector
     with pytest.raises(StoreError, match="another configuration"):
         Runner(build_run_config(changed), tmp_path / "o", progress=False).run()
     with pytest.raises(StoreError, match="limit"):
@@ -148,7 +148,7 @@ def test_unavailable_method_is_skipped_and_reported(tmp_path: Path, tiny_models:
                                                     fake_fmnist_root: Path) -> None:
     cfg = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2,
                       ensemble=[str(tiny_models[0])])
-    cfg["methods"] = [{"name": "msp"}, {"name": "ensemble"}]
+    cfg["methods"], cfg["fusion"] = [{"name": "msp"}, {"name": "ensemble"}], []
     runner = Runner(build_run_config(cfg), tmp_path / "o", progress=False)
     with runner.run() as store:
         ev = evaluate(runner, store)
@@ -159,7 +159,7 @@ def test_unavailable_method_is_skipped_and_reported(tmp_path: Path, tiny_models:
 def test_two_member_ensemble_runs(tmp_path: Path, tiny_models: tuple[Path, Path], fake_fmnist_root: Path) -> None:
     cfg = tiny_config(tiny_models, data_root=str(fake_fmnist_root), limit=2, val_limit=2,
                       ensemble=[str(tiny_models[0])] * 2)
-    cfg["methods"] = [{"name": "msp"}, {"name": "ensemble"}]
+    cfg["methods"], cfg["fusion"] = [{"name": "msp"}, {"name": "ensemble"}], []
     runner = Runner(build_run_config(cfg), tmp_path / "o", progress=False)
     with runner.run() as store:
         ev = evaluate(runner, store)

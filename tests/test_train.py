@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 import torch
@@ -82,3 +83,27 @@ def test_cli_rejects_unknown_option():
     with pytest.raises(SystemExit) as exc:
         main(["train", "classifier", "--out", "x", "--learning-rate", "1"])
     assert exc.value.code == 2
+
+
+def test_cli_time_limited_run_says_no_model_yet_and_the_command_that_finishes(tmp_path, fake_fmnist_root, capsys):
+    from diffguard.cli import build_parser
+
+    argv = ["train", "classifier", "--out", str(tmp_path / "m"), "--ckpt-dir", str(tmp_path / "ck"),
+            "--data-root", str(fake_fmnist_root), "--steps", "2", "--batch-size", "8", "--width", "4",
+            "--limit", "64", "--warmup", "1", "--device", "cpu", "--max-minutes", "0"]
+    assert main(argv) == 0  # one step, a checkpoint, stop
+    out = capsys.readouterr().out
+    assert "training is NOT finished and no model was written to --out yet" in out
+    assert f"{tmp_path / 'm'} holds no usable model" in out and f"checkpoint {tmp_path / 'ck'}" in out
+    assert "rerun the same command" in out and not (tmp_path / "m" / "config.json").exists()
+    command = shlex.split(out.strip().splitlines()[-1])
+    assert command[0] == "diffguard"
+    assert vars(build_parser().parse_args(command[1:])) == vars(build_parser().parse_args(argv))  # the same command
+    assert main(command[1:]) == 0  # the second and last step: the model is written
+    assert "finished: model written to" in capsys.readouterr().out
+    assert load_classifier(tmp_path / "m")(torch.zeros(1, 1, 28, 28)).shape == (1, 6)
+    # a new training into the same --out: the finished model there is an older one, not this run's
+    assert main([*argv[:4], "--ckpt-dir", str(tmp_path / "ck2"), *argv[6:], "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'm'} still holds an older model, not this training's result" in out
+    assert "--steps 3" in out.strip().splitlines()[-1]

@@ -13,12 +13,14 @@ import torch
 import yaml
 from PIL import Image
 
-from diffguard.errors import UserError
+from diffguard.errors import ConfigError, UserError
 from diffguard.bench.definitions import BenchmarkSpec, SetSpec
 from diffguard.run.run_config import build_run_config, load_run_config
 from diffguard.specs.method_specs import MethodConfig
 from diffguard.tune import Limits, Objective, TestDataRefused, ValidationData, space_for, tune, tuning_role
-from diffguard.tune.space import DIFFGUARD_SPACE, Space, cat
+from diffguard.detectors.detector import DETECTORS, Baseline, detector_factory, list_detectors
+from diffguard.detectors.diffguard_presets import DIFFGUARD_SPACE, PRESETS
+from diffguard.tune.space import Space, apply_values, cat
 from diffguard.tune.study import StudyPlan, load_studies, run_study, storage_for
 
 FAST = ["inversion.steps=4", "inversion.cap=3"]
@@ -72,7 +74,7 @@ def test_spaces_are_data_grid_or_tpe_and_apply_to_specs() -> None:
     start = MethodConfig.from_dict({"name": "dg", "preset": "fmnist6-cfg", "overrides": ["guidance.cam_of=predicted"]})
     values = {"preset": "fmnist6-clean-grad", "grad.scale": 2.0, "grad.cutouts": 0, "inversion.steps": 10,
               "inversion.cap_fraction": 0.6, "inversion.stop": "psnr:6.39", "reference": "unguided"}
-    cfg = DIFFGUARD_SPACE.apply(start, values, {"inversion.steps": 50})
+    cfg = apply_values(DIFFGUARD_SPACE, start, values, {"inversion.steps": 50})
     # the preset changed, so the start's guidance override (a CFG field) is dropped; cap = 0.6 * 10 steps
     assert cfg.params["preset"] == "fmnist6-clean-grad"
     assert cfg.params["overrides"] == ["guidance.scale=2.0", "guidance.cutouts=0", "inversion.steps=10",
@@ -82,24 +84,87 @@ def test_spaces_are_data_grid_or_tpe_and_apply_to_specs() -> None:
     assert "cfg.cam_cut" in names and "grad.scale" not in names
     assert "preset" not in [p.name for p in DIFFGUARD_SPACE.active({}, {"preset": "ldm"})]
     # the preset by default (fmnist6-cfg) is kept: the start's guidance overrides stay
-    same = DIFFGUARD_SPACE.apply(start, {"preset": "fmnist6-cfg"}, {}, {"preset": "fmnist6-cfg"})
+    same = apply_values(DIFFGUARD_SPACE, start, {"preset": "fmnist6-cfg"}, {}, {"preset": "fmnist6-cfg"})
     assert same.params["overrides"] == ["guidance.cam_of=predicted"]
-    vim = space_for("vim").apply(MethodConfig("vim"), {"dim_fraction": 0.25}, {"feature_dim": 128})
+    vim = apply_values(space_for("vim"), MethodConfig("vim"), {"dim_fraction": 0.25}, {"feature_dim": 128})
     assert vim.params == {"dim": 32}
 
 
-def test_every_detector_has_a_space_of_its_own_parameters() -> None:
+def test_every_detector_declares_a_space_of_its_own_parameters() -> None:
     import inspect
 
-    from diffguard.detectors.detector import detector_factory, list_detectors
-    from diffguard.tune import SPACES
-
-    assert set(list_detectors()) == set(SPACES)
-    for name, space in SPACES.items():
+    for name in list_detectors():
+        space = detector_factory(name).search_space
+        assert isinstance(space, Space) and space_for(name) is space, name
         if name == "diffguard":  # dotted overrides, checked by applying them in the tests below
             continue
         params = inspect.signature(detector_factory(name)).parameters
         assert all(p.key in params for p in space.params), name
+    assert space_for("dropout") is space_for("mc_dropout")  # aliases resolved
+
+
+def test_declared_spaces_are_those_the_shipped_studies_recorded() -> None:
+    """The spaces moved beside their detectors unchanged: each baseline's repr is the one the committed study stored;
+    DiffGuard's differs only in its guidance conditions (the start preset's declared family, once preset names)."""
+    import json
+
+    db = Path(__file__).resolve().parents[1] / "docs" / "results" / "tune-fmnist6" / "tune.sqlite"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        stored = {name: json.loads(v)["space"] for name, v in con.execute(
+            "SELECT s.study_name, a.value_json FROM study_user_attributes a JOIN studies s USING (study_id) "
+            "WHERE a.key = 'setup'")}
+    for name in ("msp", "mls", "ebo", "knn", "vim", "mds", "odin"):
+        assert repr(space_for(name)) == stored[name], name
+    conditions = {"('fmnist6-cfg', 'ldm')": "('cfg',)", "('fmnist6-clean-grad', 'gdm')": "('clean_grad',)"}
+    old = stored["diffguard-cfg"]
+    for names, family in conditions.items():
+        old = old.replace(f"when=('preset', {names})", f"when=('guidance_family', {family})")
+    assert repr(DIFFGUARD_SPACE) == old
+
+
+def test_a_new_detector_brings_its_space_in_its_own_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    list_detectors()  # every module registered first: the copy below holds them all
+    monkeypatch.setattr(DETECTORS, "_items", dict(DETECTORS._items))
+
+    @DETECTORS.register("toy-sweep")
+    class Toy(Baseline):
+        name = "toy-sweep"
+        search_space = Space((cat("width", (1, 2, 3)),))
+
+        def __init__(self, classifier=None, width: int = 1):
+            self.width = width
+
+    @DETECTORS.register("toy-plain")
+    class Plain(Baseline):  # declares nothing: DetectorBase's empty space, one trial with the defaults
+        name = "toy-plain"
+
+    @DETECTORS.register("toy-bare")
+    def bare(classifier=None):  # not a DetectorBase and no search_space: refused, never searched silently
+        return None
+
+    assert space_for("toy-sweep").grid() == {"width": [1, 2, 3]}
+    assert space_for("toy-plain") == Space() and space_for("toy-plain").grid_size == 1
+    with pytest.raises(UserError, match="declares no search space"):
+        space_for("toy-bare")
+
+
+def test_diffguard_searches_the_guidance_of_the_start_presets_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    def searched(preset: str) -> set[str]:
+        return {p.name for p in DIFFGUARD_SPACE.active({}, {"preset": preset})}
+
+    cfg, grad = {"cfg.scale", "cfg.cam_cut"}, {"grad.scale", "grad.use_x0_hat", "grad.cutouts"}
+    for preset in ("fmnist6-cfg", "ldm", "starter-cfg", "fmnist6-tuned"):
+        assert cfg <= searched(preset) and not grad & searched(preset), preset
+    for preset in ("fmnist6-clean-grad", "gdm"):
+        assert grad <= searched(preset) and not cfg & searched(preset), preset
+    assert "preset" not in searched("starter-cfg")  # a start preset outside the choices stays itself
+    # a drawn preset decides, not the start one
+    assert cfg <= {p.name for p in DIFFGUARD_SPACE.active({"preset": "fmnist6-cfg"}, {"preset": "gdm"})}
+    # a preset registered without a family is refused, not tuned without its guidance settings
+    monkeypatch.setattr(PRESETS, "_items", dict(PRESETS._items))
+    PRESETS.register("no-family")(lambda: {})
+    with pytest.raises(ConfigError, match="preset 'no-family' declares no guidance family"):
+        searched("no-family")
 
 
 def test_diffguard_draws_resolve_to_valid_presets() -> None:
@@ -115,7 +180,7 @@ def test_diffguard_draws_resolve_to_valid_presets() -> None:
     for _ in range(12):
         trial = study.ask()
         values = DIFFGUARD_SPACE.suggest(trial, begin)
-        kwargs = resolved_kwargs(DIFFGUARD_SPACE.apply(start, values, {"inversion.steps": 50}))
+        kwargs = resolved_kwargs(apply_values(DIFFGUARD_SPACE, start, values, {"inversion.steps": 50}))
         assert kwargs["inversion"].steps == values["inversion.steps"] and kwargs["reference"] == values["reference"]
         assert 1 <= kwargs["inversion"].cap <= values["inversion.steps"]
         study.tell(trial, 0.0)
@@ -374,3 +439,32 @@ def test_report_labels_the_score_and_old_rankings() -> None:
     assert trial_note({"start": True, "ranking": [{"score": "l1|class"}]}) == "start spec"
     older = {"ranking": [{"score": "l1|class", "deployable": True}, {"score": "l1+l2", "deployable": False}]}
     assert trial_note(older) == "objective of single distances (pairs not yet deployable)"
+
+
+def test_csid_sets_for_tuning_are_the_benchmarks_csid_validation_sets(tmp_path: Path) -> None:
+    """The one rule (diffguard.run.plan.is_validation): a csid set named val* is validation data, which tuning uses;
+    every other csid set is test data, never opened. fmnist6 tunes on val-csid exactly, as before."""
+    from diffguard.bench.definitions import get_benchmark
+    from diffguard.tune.data import csid_note, csid_split, tuning_sets
+
+    fmnist6 = get_benchmark("fmnist6")
+    assert tuning_sets(fmnist6)["csid"] == ["val-csid"] and csid_split(fmnist6) == (["val-csid"], ["test-csid"])
+    note = csid_note(fmnist6)
+    assert note == ("covariate-shifted ID sets used for tuning (role csid, name starting with 'val'): val-csid; "
+                    "csid test sets, never opened: test-csid")
+    tiny = make_benchmark(tmp_path)  # a user benchmark whose one csid set is not named val*
+    user = dataclasses.replace(tiny, sets=(*(s for s in tiny.sets if s.role != "csid"),
+                                           SetSpec("blurred", "csid", "l", "i")))
+    assert tuning_sets(user)["csid"] == []
+    with pytest.raises(TestDataRefused, match="'blurred'.*name starts with 'val'"):
+        tuning_role(user, "blurred")
+    assert csid_note(user).startswith("no covariate-shifted ID validation set") and \
+        csid_note(user).endswith("never opened: blurred")
+
+
+def test_the_tune_log_and_report_name_the_csid_sets_used(tuned) -> None:
+    out, _, log = tuned
+    line = ("covariate-shifted ID sets used for tuning (role csid, name starting with 'val'): val-csid; csid test "
+            "sets, never opened: test-csid")
+    assert line in log
+    assert f"**Covariate-shifted ID:** {line}." in (out / "report.md").read_text()

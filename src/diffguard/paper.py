@@ -1,10 +1,13 @@
-"""The paper's settings as detectors, built from their run configs -- the one place they are defined.
+"""The paper's settings as detectors, built from their run configs.
 
-``configs/imagenet-gdm.yaml`` (Table 2 "Ours (GDM)", the authors' exp6.1), ``configs/imagenet-ldm.yaml`` (Table 2
-"Ours (LDM)", ldm-exp2.25) and ``configs/cifar10.yaml`` (Table 1) name the models, the DiffGuard preset and its
-parameters; their ``about:`` block says where each setting comes from, the files it needs (the ``${NAME}``
-variables), the input size and preprocessing, and the network evaluations per image. ``diffguard benchmark
-imagenet-gdm`` runs one on a benchmark; :func:`build_paper_detector` builds its DiffGuard for your own images::
+The DiffGuard settings themselves are the presets' (:mod:`diffguard.detectors.diffguard_presets`: ``gdm`` is the
+authors' exp6.1, ``ldm`` their ldm-exp2.25, each with the paper's values as its defaults). The run configs
+``configs/imagenet-gdm.yaml`` (Table 2 "Ours (GDM)"), ``configs/imagenet-ldm.yaml`` (Table 2 "Ours (LDM)") and
+``configs/cifar10.yaml`` (Table 1) name the preset and add what it cannot know: the models, the data, the baselines
+and the files (e.g. the DISTS weights). Their ``about:`` block says where each setting comes from, the files it
+needs (the ``${NAME}`` variables), the input size and preprocessing, and the network evaluations per image.
+``diffguard benchmark imagenet-gdm`` runs one on a benchmark; :func:`build_paper_detector` builds its DiffGuard for
+your own images::
 
     from diffguard.paper import build_paper_detector
 
@@ -37,7 +40,6 @@ _MODEL_KEYS = ("classifier", "diffusion")
 
 
 def _config_path(name: str | os.PathLike[str]) -> Path:
-
     path = Path(name)
     if path.suffix or path.exists():
         if not path.is_file():
@@ -49,7 +51,6 @@ def _config_path(name: str | os.PathLike[str]) -> Path:
 
 
 def _raw(name: str | os.PathLike[str]) -> dict[str, Any]:
-
     data = yaml.safe_load(_config_path(name).read_text())
     if not isinstance(data, dict):
         raise ConfigError(f"config {name} must hold a mapping of settings")

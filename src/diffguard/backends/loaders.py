@@ -72,7 +72,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> object:
     if not p.is_file():
         raise CheckpointError(f"{p} not found (diffguard never downloads weights: pass a local file)")
     if p.suffix == ".safetensors":
-
         try:
             return load_file(str(p))
         except Exception as err:  # safetensors raises its own error types

@@ -34,6 +34,21 @@ ROLES: tuple[str, ...] = get_args(Role)
 OOD_ROLES = ("val_ood", "near", "far")
 RUN_NEEDS: tuple[Role, ...] = ("id", "val")  # the sets every benchmark run uses (train only for fitting methods)
 BENCHMARKS: Registry["BenchmarkSpec"] = Registry("benchmark")
+GROUP_ROWS: tuple[str, ...] = ("near", "far", "all", "val_ood")
+"""Names of the evaluation's group rows (unweighted means over sets) in metrics.json, metrics.md and the report."""
+SET_ROW_PREFIX = "set:"
+"""A set named like a group row (a user set called ``near``) is reported as ``set:near``; no set name may start
+with it, so a set row and a group row never share a name."""
+
+
+def metric_row_name(set_name: str) -> str:
+    """The name of a set's row in the metric tables: its own name, or ``set:<name>`` when a group row has it."""
+    return SET_ROW_PREFIX + set_name if set_name in GROUP_ROWS else set_name
+
+
+def row_set_name(row_name: str) -> str:
+    """The set a metric row of :func:`metric_row_name` belongs to (a group row's name comes back unchanged)."""
+    return row_name.removeprefix(SET_ROW_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,6 @@ class BenchmarkSpec:
 
 
 def _fmnist6() -> BenchmarkSpec:
-
     sets = tuple(SetSpec(n, f.ROLES[n]) for n in f.SET_NAMES)
     return BenchmarkSpec("fmnist6", f.NUM_CLASSES, f.RESOLUTION, 1, sets, source="fmnist6",
                          notes="embedded: Fashion-MNIST classes 0-5 known, 6-9 near-OOD; digits and noise far-OOD; "

@@ -30,13 +30,23 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diffguard.errors import ConfigError
-from diffguard.bench.definitions import BENCHMARKS, ROLES, BenchmarkSpec, SetSpec
+from diffguard.bench.definitions import BENCHMARKS, ROLES, SET_ROW_PREFIX, BenchmarkSpec, SetSpec
 from diffguard.bench.image_sources import DataError, ImageFolderSource, ImageListSource, ImageSource, image_files
 from diffguard.yaml_mapping import read_mapping
 
 DEFINITION_KEYS = ("name", "classes", "size", "channels", "sets", "notes")
 SET_KEYS = ("name", "role", "folder", "list", "root")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class DefinitionError(ConfigError):
+    """Every problem found in a benchmark definition, reported at once (``problems``: one line each)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        text = self.problems[0] if len(self.problems) == 1 else (
+            f"{len(self.problems)} problems in the benchmark definition:\n  - " + "\n  - ".join(self.problems))
+        super().__init__(text)
 
 
 def is_definition(data: Any) -> bool:
@@ -65,6 +75,9 @@ def _set_from_dict(entry: Any, base: Path, where: str) -> SetSpec:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: every set needs a 'name', got {dict(entry)}")
     where = f"{where}, set {name!r}"
+    if name.startswith(SET_ROW_PREFIX):
+        raise ConfigError(f"{where}: set names may not start with {SET_ROW_PREFIX!r} (metric tables use it for sets "
+                          "named like a group: near, far, all, val_ood); rename the set")
     unknown = sorted(set(entry) - set(SET_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {list(SET_KEYS)}")
@@ -84,51 +97,76 @@ def _set_from_dict(entry: Any, base: Path, where: str) -> SetSpec:
     return SetSpec(name, role, list_path=_abs(entry["list"], base, where), image_dir=_abs(entry["root"], base, where))
 
 
-def _int(data: Mapping[str, Any], key: str, default: int | None, where: str) -> int:
+def _int(data: Mapping[str, Any], key: str, default: int | None, where: str, problems: list[str]) -> int:
+    """``data[key]`` (or ``default``) when it is a positive integer; else a problem is recorded (the result is then
+    a placeholder, 1)."""
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a positive integer, got {value!r}")
+        problems.append(f"{where}: '{key}' must be a positive integer, got {value!r}")
+        return 1
     return value
+
+
+def _sets(entries: Any, base: Path, where: str, problems: list[str]) -> tuple[SetSpec, ...]:
+    """The sets of a definition; every unusable entry, repeated name and extra ``id`` set is a recorded problem."""
+    if not isinstance(entries, list) or not entries:
+        problems.append(f"{where}: 'sets' must be a non-empty list of sets")
+        return ()
+    sets = []
+    for entry in entries:
+        try:
+            sets.append(_set_from_dict(entry, base, where))
+        except ConfigError as err:
+            problems.append(str(err))
+    names = [s.name for s in sets]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        problems.append(f"{where}: set names must be unique; repeated: {dup}")
+    ids = [s.name for s in sets if s.role == "id"]
+    if len(ids) > 1:
+        problems.append(f"{where}: only one set may have role 'id' (the ID test set), got {ids}; give the others "
+                        "role 'csid' (covariate-shifted ID)")
+    return tuple(sets)
+
+
+def _class_names_ok(classes: Any) -> bool:
+    """At least two distinct, non-empty class names in a list."""
+    return (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes))
 
 
 def benchmark_from_dict(data: Mapping[str, Any], base: str | os.PathLike[str] | None = None) -> BenchmarkSpec:
     """The spec of a definition; relative paths resolve against ``base`` (default: the working directory).
 
     Raises:
-        ConfigError: a missing or unknown key, a bad value, duplicate set names, or more than one ``id`` set.
+        DefinitionError: every problem at once (a :class:`ConfigError`, one line per problem): a missing or unknown
+            key, a bad value, an unusable set, duplicate set names, or more than one ``id`` set.
     """
     base = Path(base) if base is not None else Path.cwd()
     name = data.get("name")
     where = f"benchmark {name!r}" if name else "benchmark definition"
+    problems: list[str] = []
     unknown = sorted(set(data) - set(DEFINITION_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {list(DEFINITION_KEYS)}")
+        problems.append(f"{where}: unknown key(s) {unknown}; valid: {list(DEFINITION_KEYS)}")
     missing = [k for k in ("name", "classes", "size", "sets") if k not in data]
     if missing:
-        raise ConfigError(f"{where}: missing key(s) {missing}; a definition has name, classes, size, channels, sets")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(f"{where}: 'name' must be letters, digits, '.', '_' or '-' (it names the results folder)")
-    classes = data["classes"]
-    if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes)
-            or len(set(classes)) != len(classes)):
-        raise ConfigError(f"{where}: 'classes' must list at least two distinct class names, got {classes!r}")
-    size, channels = _int(data, "size", None, where), _int(data, "channels", 3, where)
+        problems.append(f"{where}: missing key(s) {missing}; a definition has name, classes, size, channels, sets")
+    if "name" in data and (not isinstance(name, str) or not _NAME.fullmatch(name)):
+        problems.append(f"{where}: 'name' must be letters, digits, '.', '_' or '-' (it names the results folder)")
+    classes = data.get("classes", [])
+    if "classes" in data and not _class_names_ok(classes):
+        problems.append(f"{where}: 'classes' must list at least two distinct class names, got {classes!r}")
+    size = _int(data, "size", None, where, problems) if "size" in data else 1
+    channels = _int(data, "channels", 3, where, problems)
     if channels not in (1, 3):
-        raise ConfigError(f"{where}: 'channels' must be 1 (grayscale) or 3 (RGB), got {channels}")
-    if not isinstance(data["sets"], list) or not data["sets"]:
-        raise ConfigError(f"{where}: 'sets' must be a non-empty list of sets")
-    sets = tuple(_set_from_dict(e, base, where) for e in data["sets"])
-    names = [s.name for s in sets]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"{where}: set names must be unique; repeated: {dup}")
-    ids = [s.name for s in sets if s.role == "id"]
-    if len(ids) > 1:
-        raise ConfigError(f"{where}: only one set may have role 'id' (the ID test set), got {ids}; give the others "
-                          "role 'csid' (covariate-shifted ID)")
+        problems.append(f"{where}: 'channels' must be 1 (grayscale) or 3 (RGB), got {channels}")
+    sets = _sets(data["sets"], base, where, problems) if "sets" in data else ()
     notes = data.get("notes", "")
     if not isinstance(notes, str):
-        raise ConfigError(f"{where}: 'notes' must be text")
+        problems.append(f"{where}: 'notes' must be text")
+    if problems:
+        raise DefinitionError(problems)
     return BenchmarkSpec(name, len(classes), size, channels, sets, source="user", notes=notes,
                          class_names=tuple(classes))
 

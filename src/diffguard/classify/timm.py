@@ -44,7 +44,6 @@ def timm_classifier(arch: str, weights: str | os.PathLike[str] | Mapping[str, Te
     """
     timm = _timm()
     if not timm.is_model(arch.split(".")[0]):
-
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
         raise ValueError(f"unknown timm architecture {arch!r}" + (f"; did you mean {close}?" if close else ""))
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **create_kwargs)

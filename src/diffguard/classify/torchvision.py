@@ -30,7 +30,6 @@ def build_torchvision(arch: str, num_classes: int = 1000, **arch_kwargs: Any) ->
 
     names = torchvision.models.list_models()
     if arch not in names:
-
         close = difflib.get_close_matches(arch, names, n=3)
         raise ValueError(f"unknown torchvision architecture {arch!r}" + (f"; did you mean {close}?" if close else ""))
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **arch_kwargs)

@@ -15,7 +15,7 @@ import logging
 import os
 from diffguard.errors import UserError
 
-COMMANDS = ("benchmark", "export", "score", "report", "seeds", "train", "models", "tune")
+COMMANDS = ("benchmark", "export", "score", "report", "seeds", "train", "models", "tune", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

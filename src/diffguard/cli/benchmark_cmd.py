@@ -16,7 +16,8 @@ from diffguard.evaluation.evaluate_run import evaluate, write_outputs
 from diffguard.report.tables import markdown_table
 from diffguard.evaluation.evaluate_run import ablation_rows
 from diffguard.evaluation.evaluate_run import summary_rows
-from diffguard.run.run_config import load_run_config
+from diffguard.run.config_check import checked_run_config
+from diffguard.run.run_config import read_config_file
 from diffguard.run.distributed import dist_from_env, finish_group, init_group
 from diffguard.run.manifest import build_manifest, model_hashes
 from diffguard.run.preflight import preflight
@@ -44,7 +45,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def _threads(n: int | None) -> None:
     if n:
-
         torch.set_num_threads(n)
 
 
@@ -63,7 +63,6 @@ def seed_overrides(cfg: Any, seed: int) -> list[str]:
 
 def _data_files(cfg: Any) -> list[Path]:
     if cfg.benchmark == "fmnist6":
-
         return sorted(p for p in resolve_root(cfg.data_root).glob("*") if "ubyte" in p.name)
     if isinstance(cfg.benchmark, dict):  # a user benchmark: its image lists and the images of its folders
 
@@ -88,11 +87,10 @@ def finish_run(runner: Any, store: Any, manifest: dict[str, Any], methods: list[
             "incomplete": ev.incomplete, "skipped": runner.skipped}
     report = write_outputs(runner, store, ev, meta)
     if runner.cfg.ablation:
-
         print(markdown_table(ablation_rows(runner, ev)))
     else:
-
-        print(markdown_table(summary_rows(runner, ev)))
+        summary = summary_rows(runner, ev)
+        print(markdown_table(summary) if summary else "(no complete method to show yet)")
     for name, why in runner.skipped.items():
         print(f"not run: {name}: {why}")
     unasked = {m: n for m, n in ev.incomplete.items() if methods is not None and m not in methods}
@@ -106,25 +104,23 @@ def finish_run(runner: Any, store: Any, manifest: dict[str, Any], methods: list[
 
 
 def run(args: argparse.Namespace) -> int:
-
     _threads(args.threads)
     overrides = list(args.overrides) + ([f"limit={args.limit}"] if args.limit is not None else [])
     overrides += [f"data_root={args.data_root!r}"] if args.data_root else []
     overrides += [f"device={args.device}"] if args.device else []
-    cfg = load_run_config(args.config, overrides)
-    if args.seed is not None:
-        cfg = load_run_config(args.config, overrides + seed_overrides(cfg, args.seed))
-    out = Path(args.out or _default_out(args.config, cfg))
+    data = read_config_file(args.config)
     methods = args.methods.split(",") if args.methods else None
-    unknown = sorted(set(methods or []) - {m.name for m in cfg.methods})
-    if unknown:
-        raise ValueError(f"--methods: unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
+    # the whole config, every problem at once, before a model is built or the results folder created
+    cfg, spec = checked_run_config(data, overrides, methods)
+    if args.seed is not None:
+        cfg, spec = checked_run_config(data, overrides + seed_overrides(cfg, args.seed), methods)
+    out = Path(args.out or _default_out(args.config, cfg))
     t0 = time.time()
     manifest = build_manifest({"models": model_hashes(cfg)}, {}, _data_files(cfg),
                               {"run_config": config_dict(cfg), "seeds": run_seeds(cfg)})
     dist = dist_from_env()  # torchrun: this process's rank; else a single process
     preflight(out)
-    runner = Runner(cfg, out, manifest, progress=not args.no_progress and dist.main, dist=dist)
+    runner = Runner(cfg, out, manifest, progress=not args.no_progress and dist.main, spec=spec, dist=dist)
     init_group(dist)
     try:
         if dist.main:

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from diffguard.errors import ConfigError
-from diffguard.guard.export import check_models, default_method, export_from_run, load_run, method_names, read_json
+from diffguard.guard.export import check_models, default_method, export_from_run, load_run, method_names
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     runner, store = load_run(folder, args.device)
     with store:
         check_models(runner, folder)
-        name = args.method or default_method(runner, store, read_json(folder / "run_config.json"))
+        name = args.method or default_method(runner, store)
         if name is None:
             raise ConfigError(f"run {folder} names no recommended detector and has no OOD-validation set; choose "
                               f"one with --method: {', '.join(method_names(runner))}")

@@ -23,7 +23,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     folder, *others = [Path(f) for f in args.results]
     cfg_file = folder / "run_config.json"
     if not cfg_file.is_file():
@@ -34,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     runner = Runner(cfg, folder, progress=False)
     with ResultStore(folder / "results.sqlite") as store:
         if others:
-
             merge_stores(store, [_results_file(f) for f in others])
             extra = sorted({r[0] for r in store.db.execute("SELECT DISTINCT method FROM batches")}
                            - {"classifier", *(m.name for m in cfg.methods)})

@@ -34,6 +34,9 @@ from diffguard.guard.export import (FEW_VAL, check_models, default_method, expor
 from diffguard.guard.guard import Guard
 from diffguard.run.run_config import load_run_config
 
+SHOWN = 12  # rows printed to the terminal
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("score", help="score a folder of images or an image list; decide at a calibrated threshold")
     s.add_argument("path", help="a folder of image files, or an image list (<relative/path> <label> per line)")
@@ -108,7 +111,7 @@ def from_run(args: argparse.Namespace) -> tuple[Guard, str]:
     runner, store = load_run(folder, args.device)
     with store:
         check_models(runner, folder)
-        name = args.method or default_method(runner, store, read_json(folder / "run_config.json"))
+        name = args.method or default_method(runner, store)
         if name is None:
             raise ConfigError(f"run {folder} has no OOD-validation set to pick its best method; choose one with "
                               f"--method: {', '.join(method_names(runner))}")
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     ran = sum(bool(r.get("diffguard_ran")) for r in ok)
     print(f"{guard.title}: scored {len(ok)} image(s), skipped {len(rows) - len(ok)}; threshold "
           f"{guard.threshold:.6g} ({source}); {flagged} flagged OOD; DiffGuard ran on {ran}; written to {args.out}")
+    _print_decisions(rows)
     for k, v in metrics.items():
         print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
     if not ok:
@@ -171,6 +175,20 @@ def _rows(scored: list[dict[str, Any]], threshold: float, labels: list[int] | No
             row["label"] = labels[i]
         rows.append(row)
     return rows
+
+
+def _print_decisions(rows: list[dict[str, Any]], most: int = SHOWN) -> None:
+    """The first ``most`` rows as a small table (file, decision, score, predicted class, DiffGuard ran)."""
+    for r in rows[:most]:
+        name = Path(r["path"]).name
+        if r["status"] != "ok":
+            print(f"  {name:24s} skipped: {r['reason']}")
+            continue
+        ran = "DiffGuard ran" if r["diffguard_ran"] else "baseline decided"
+        print(f"  {name:24s} {r['decision'].upper():3s}  score {r['score']:.4g}  predicted class {r['prediction']}"
+              f"  ({ran})")
+    if len(rows) > most:
+        print(f"  ... {len(rows) - most} more in the output file")
 
 
 def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     folders = [Path(f) for f in args.results]
     runs = [read_run(f) for f in folders]
     names = [str(f) for f in folders]

@@ -4,6 +4,7 @@ with ``--data BENCHMARK.yaml``, on the ``train`` set(s) of a user benchmark."""
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import fields
 from pathlib import Path
 
@@ -35,7 +36,6 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-
     train = sub.add_parser("train", help="train a classifier or diffusion model (fmnist6 or your own data)"
                            ).add_subparsers(dest="what", required=True)
     for name, cfg_cls in (("classifier", ClassifierTrainConfig), ("diffusion", DiffusionTrainConfig)):
@@ -55,15 +55,52 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = args.cfg_cls(**{f.name: getattr(args, f.name) for f in fields(args.cfg_cls) if hasattr(args, f.name)})
     ckpt = args.ckpt_dir or DEFAULT_CKPT_ROOT / f"train-{args.what}"
     fn = train_classifier if args.what == "classifier" else train_diffusion
+    had_model = _has_model(args.what, args.out)
     done = fn(cfg, args.out, ckpt, args.data_root, args.device, args.max_minutes, data=args.data)
-    print(f"finished: model written to {args.out}" if done
-          else f"stopped after --max-minutes; checkpoint in {ckpt}. Rerun the same command to resume.")
+    print(f"finished: model written to {args.out}" if done else stopped_message(args, ckpt, had_model))
     return 0
+
+
+MODEL_FILES = {"classifier": "config.json", "diffusion": "diffguard.json"}  # what a finished training writes last
+
+
+def _has_model(what: str, out: Path) -> bool:
+    return (out / MODEL_FILES[what]).is_file()
+
+
+def stopped_message(args: argparse.Namespace, ckpt: Path, had_model: bool) -> str:
+    """What a run stopped by ``--max-minutes`` tells: no model in ``--out`` yet, where the progress is, and the
+    command that finishes the training."""
+    before = (f"{args.out} still holds an older model, not this training's result: do not use it as this run's model"
+              if had_model else f"{args.out} holds no usable model")
+    return (f"stopped after --max-minutes {args.max_minutes:g}: training is NOT finished and no model was written to "
+            f"--out yet ({before}).\nThe progress is saved in the checkpoint {ckpt}. To finish, rerun the same "
+            "command (from the same folder); it resumes from the checkpoint, trains for up to "
+            f"{args.max_minutes:g} more minutes each time, and writes the model to {args.out} when the last step is "
+            "done (leave out --max-minutes to train to the end in one go):\n"
+            f"  {rerun_command(args)}")
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    """The ``diffguard train`` command of this run: its options, and every training option that is not the
+    default (the checkpoint resumes only under the same configuration)."""
+    parts = ["diffguard", "train", args.what]
+    given = {"--data": args.data, "--out": args.out, "--ckpt-dir": args.ckpt_dir, "--data-root": args.data_root,
+             "--device": None if args.device == "auto" else args.device, "--max-minutes": args.max_minutes,
+             "--threads": args.threads}
+    for flag, value in given.items():
+        if value is not None:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    for f in fields(args.cfg_cls):
+        value = getattr(args, f.name)
+        if repr(value) != repr(f.default):  # repr: an explicit 1 for a True default is another configuration
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts += ["--" + f.name.replace("_", "-"), shown]
+    return shlex.join(parts)
 
 

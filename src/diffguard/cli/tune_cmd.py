@@ -35,6 +35,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--train-limit", type=int, default=None,
                    help="ID-train images for fits (default: the config's train_limit)")
     t.add_argument("--penalty", type=float, default=1.0, help="weight of csid false alarms above 5 %% (default 1)")
+    t.add_argument("--cascade-cost", type=float, default=0.0, help="fusion studies: subtract W x the share of "
+                   "validation images that need DiffGuard (the band cascade's cost; default 0)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config setting, as for `diffguard benchmark`")
     t.add_argument("--data-root", default=None, help="data folder (fmnist6: Fashion-MNIST IDX files)")
@@ -65,7 +67,7 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
         parts += ["--set", o]
     options = {"--trials": args.trials, "--fusion-trials": args.fusion_trials if args.fusion else None,
                "--out": out, "--val-limit": args.val_limit, "--val-ood-limit": args.val_ood_limit,
-               "--csid-limit": args.csid_limit, "--train-limit": args.train_limit, "--penalty": args.penalty,
+               "--csid-limit": args.csid_limit, "--train-limit": args.train_limit, "--penalty": args.penalty, "--cascade-cost": args.cascade_cost,
                "--data-root": args.data_root, "--device": args.device, "--seed": args.seed}
     for key, value in options.items():
         if value is not None:
@@ -74,9 +76,7 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.threads:
-
         torch.set_num_threads(args.threads)
     methods = _names(args.method)
     if not methods and not args.fusion:
@@ -89,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
                     csid=args.csid_limit, train=args.train_limit if args.train_limit is not None else cfg.train_limit,
                     seed=cfg.limit_seed)
     tune(cfg, out, methods, args.fusion, trials=args.trials, fusion_trials=args.fusion_trials, seed=args.seed,
-         limits=limits, objective=Objective(penalty=args.penalty), progress=not args.no_progress,
+         limits=limits, objective=Objective(penalty=args.penalty, cascade_cost=args.cascade_cost), progress=not args.no_progress,
          command=command_line(args, out))
     return 0

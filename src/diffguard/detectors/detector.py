@@ -34,6 +34,7 @@ from torch import Tensor
 
 from diffguard.errors import UserError
 from diffguard.registry import Registry
+from diffguard.detectors.search_space import Space
 from diffguard.devices import to_device
 
 
@@ -158,11 +159,13 @@ def as_outputs(data: Any, classifier: Any, batch_size: int = 256) -> ClassifierO
 
 
 class DetectorBase:
-    """Defaults of the contract: nothing to fit, no hyper-parameters, images scored through cached outputs."""
+    """Defaults of the contract: nothing to fit, no hyper-parameters, nothing for ``diffguard tune`` to search (one
+    trial with the defaults), images scored through cached outputs."""
 
     name = ""
     display_name = ""
     needs = Needs()
+    search_space = Space()
 
     def params(self) -> dict[str, Any]:
         return {}

@@ -18,6 +18,12 @@ other than ``classifier`` and ``backend``; :func:`diffguard_detector` (registere
   cheapest setting within 0.5 validation AUROC of the best (10 steps, cap 6, class-calibrated L1);
   ``fmnist6-tuned-large``: the same synthesis chosen again for the larger diffusion model, scored by class-calibrated
   PSNR.
+* ``starter-cfg`` -- the starting point for your own models (docs/presets.md, "Your own models: where to start"): the
+  settings of ``fmnist6-cfg`` (DSG, 50 even steps, inversion cap 30), to run ``diffguard tune`` from.
+
+Every preset is registered with its guidance family (:func:`register_preset`: ``"cfg"`` or ``"clean_grad"``, see
+:data:`GUIDANCE_FAMILIES`); DiffGuard's search space (:data:`DIFFGUARD_SPACE`, the registered factory's
+``search_space``) searches the guidance settings of the start preset's family, and refuses a preset without one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 
 from diffguard.detectors.detector import DETECTORS
 from diffguard.detectors.diffguard import DiffGuard
+from diffguard.detectors.search_space import Space, cat, num
 from diffguard.diffusion.inversion import Inversion
 from diffguard.guidance.clean_grad import ClassifierGuidance
 from diffguard.guidance.dsg import CFGGuidance
@@ -42,6 +49,33 @@ import ast
 import dataclasses
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
+GUIDANCE_FAMILIES = ("cfg", "clean_grad")  # CFG (+ DSG inside the Grad-CAM mask); Clean Grad classifier guidance
+PresetFactory = Callable[..., dict[str, Any]]
+
+
+def register_preset(name: str, family: str) -> Callable[[PresetFactory], PresetFactory]:
+    """Decorator registering a preset in :data:`PRESETS` under ``name``, declaring its guidance ``family`` (one of
+    :data:`GUIDANCE_FAMILIES`, stored as the function attribute ``guidance_family``): the guidance settings
+    ``diffguard tune`` searches from it."""
+    if family not in GUIDANCE_FAMILIES:
+        raise ConfigError(f"preset {name!r}: unknown guidance family {family!r}; use one of {GUIDANCE_FAMILIES}")
+
+    def deco(factory: PresetFactory) -> PresetFactory:
+        factory.guidance_family = family  # type: ignore[attr-defined]
+        return PRESETS.register(name)(factory)
+
+    return deco
+
+
+def guidance_family(preset: str) -> str:
+    """The guidance family a registered preset declares; a preset without one (registered by ``PRESETS.register``
+    alone) is refused, so no preset is tuned without its guidance settings by mistake."""
+    family = getattr(PRESETS.get(preset), "guidance_family", None)
+    if family not in GUIDANCE_FAMILIES:
+        raise ConfigError(f"preset {preset!r} declares no guidance family (found {family!r}): register it with "
+                          f"@register_preset({preset!r}, family=...) using one of {GUIDANCE_FAMILIES}, so "
+                          "diffguard tune knows which guidance settings to search")
+    return family
 
 
 def _dists_similarity(weights: str | os.PathLike[str]) -> Callable:
@@ -51,7 +85,7 @@ def _dists_similarity(weights: str | os.PathLike[str]) -> Callable:
     return CachedReferenceSimilarity(DISTSDistance(weights=weights, clamp=False))
 
 
-@PRESETS.register("gdm")
+@register_preset("gdm", family="clean_grad")
 def gdm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 100, early_stop_steps: int = 10,
         psnr_threshold: float | None = 48.5, dists_threshold: float | None = 0.38) -> dict[str, Any]:
     """The authors' exp6.1. ``dists_weights``: local DISTS weights file (VGG16 + alpha/beta).
@@ -80,7 +114,7 @@ def gdm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 100, e
     )
 
 
-@PRESETS.register("ldm")
+@register_preset("ldm", family="cfg")
 def ldm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 25, cam_cut: float | None = 0.3,
         scale: float = 10.0) -> dict[str, Any]:
     """The authors' ldm-exp2.25. ``dists_weights``: local DISTS weights file (needed for the "dists" distance).
@@ -99,7 +133,7 @@ def ldm(dists_weights: str | os.PathLike[str] | None = None, steps: int = 25, ca
 FMNIST6_DISTANCES = ("logits_l1", "l2", "psnr", "ssim", "gmsd")
 
 
-@PRESETS.register("fmnist6-clean-grad")
+@register_preset("fmnist6-clean-grad", family="clean_grad")
 def fmnist6_clean_grad() -> dict[str, Any]:
     """Embedded models, Clean Grad classifier guidance (scale 3: best of 1 / 3 / 10 on validation label swap); the
     networks run on chunks of 8 rows so a score does not depend on its batch (``benchmarks/batch_independence.py``)."""
@@ -110,7 +144,7 @@ def fmnist6_clean_grad() -> dict[str, Any]:
     )
 
 
-@PRESETS.register("fmnist6-cfg")
+@register_preset("fmnist6-cfg", family="cfg")
 def fmnist6_cfg() -> dict[str, Any]:
     """Embedded models, CFG inside the Grad-CAM mask (cut 0.1: best of 0.1 / 0.2 / 0.3 on validation label swap)."""
     return dict(
@@ -120,7 +154,7 @@ def fmnist6_cfg() -> dict[str, Any]:
     )
 
 
-@PRESETS.register("fmnist6-tuned")
+@register_preset("fmnist6-tuned", family="cfg")
 def fmnist6_tuned() -> dict[str, Any]:
     """Embedded models, chosen by ``diffguard tune`` on validation data only (docs/tuning.md): ``fmnist6-cfg`` at 25
     DDIM steps with the inversion capped at level 20, scored by GMSD + L2, the sum of both distances' robust
@@ -136,7 +170,7 @@ def fmnist6_tuned() -> dict[str, Any]:
     )
 
 
-@PRESETS.register("fmnist6-tuned-large")
+@register_preset("fmnist6-tuned-large", family="cfg")
 def fmnist6_tuned_large() -> dict[str, Any]:
     """For the larger shipped diffusion model (``fmnist6-diffusion-large``), chosen by ``diffguard tune`` on
     validation data only (docs/tuning.md, docs/results/tune-fmnist6/large/): the synthesis of ``fmnist6-tuned`` (25
@@ -149,7 +183,7 @@ def fmnist6_tuned_large() -> dict[str, Any]:
     )
 
 
-@PRESETS.register("fmnist6-fast")
+@register_preset("fmnist6-fast", family="cfg")
 def fmnist6_fast() -> dict[str, Any]:
     """The cheapest validated setting within 0.5 AUROC of the best mean validation AUROC (docs/tuning.md, "Speed
     at equal quality"): ``fmnist6-cfg`` at 10 DDIM steps, inversion cap 6, scored by L1; its AUROC was measured with
@@ -158,6 +192,20 @@ def fmnist6_fast() -> dict[str, Any]:
         inversion=Inversion(steps=10, spacing="even", cap=6),
         guidance=CFGGuidance(scale=3.0, cam_cut=0.1),
         reference="input", distances=("l1", *FMNIST6_DISTANCES), score_distance="l1",
+    )
+
+
+@register_preset("starter-cfg", family="cfg")
+def starter_cfg() -> dict[str, Any]:
+    """The starting point for your own classifier and diffusion model (docs/presets.md, "Your own models: where to
+    start"): the settings of ``fmnist6-cfg`` -- CFG inside the Grad-CAM mask (DSG, scale 3, cut 0.1), 50 even DDIM
+    steps, inversion capped at level 30, compared with the input by five distances that need no weights file -- to
+    run ``diffguard tune`` from on your validation data (docs/tuning.md). Needs a class-conditional model with a null
+    class (CFG); for an unconditional one start from ``fmnist6-clean-grad``."""
+    return dict(
+        inversion=Inversion(steps=50, spacing="even", cap=30),
+        guidance=CFGGuidance(scale=3.0, cam_cut=0.1),
+        reference="input", distances=FMNIST6_DISTANCES,
     )
 
 
@@ -199,6 +247,27 @@ diffguard_detector.needs = DiffGuard.needs  # type: ignore[attr-defined]
 diffguard_detector.default_seed = _default_seed  # type: ignore[attr-defined]
 diffguard_detector.display_name = DiffGuard.display_name  # type: ignore[attr-defined]
 diffguard_detector.builds = DiffGuard  # type: ignore[attr-defined]
+
+_WHEN_CFG = ("guidance_family", ("cfg",))  # searched only from a preset of this guidance family
+_WHEN_CLEAN_GRAD = ("guidance_family", ("clean_grad",))
+
+DIFFGUARD_SPACE = Space((
+    cat("preset", ("fmnist6-cfg", "fmnist6-clean-grad"), via="param", sticky=True, drops=("guidance.",)),
+    num("cfg.scale", 1.0, 20.0, log=True, target="guidance.scale", when=_WHEN_CFG),
+    cat("cfg.cam_cut", (None, 0.1, 0.2, 0.3), target="guidance.cam_cut", when=_WHEN_CFG),
+    num("grad.scale", 0.5, 10.0, log=True, target="guidance.scale", when=_WHEN_CLEAN_GRAD),
+    cat("grad.use_x0_hat", (True, False), target="guidance.use_x0_hat", when=_WHEN_CLEAN_GRAD),
+    cat("grad.cutouts", (0, 4, 8), target="guidance.cutouts", when=_WHEN_CLEAN_GRAD),
+    cat("inversion.steps", (10, 25, 50)),
+    cat("inversion.cap_fraction", (0.4, 0.6, 0.8, 1.0), target="inversion.cap", fraction_of="inversion.steps"),
+    cat("inversion.stop", ("none", "psnr:4", "psnr:6.39", "psnr:9")),
+    cat("reference", ("input", "unguided")),
+), post_hoc="distance", derived={"guidance_family": ("preset", guidance_family)})
+"""What ``diffguard tune`` searches for DiffGuard (see :mod:`diffguard.tune.space`): the preset (a start preset
+outside the two choices stays itself), the guidance settings of its family, the DDIM grid, the inversion cap and
+early stop, the reference; the distance is chosen post hoc."""
+
+diffguard_detector.search_space = DIFFGUARD_SPACE  # type: ignore[attr-defined]
 
 
 def parse_value(text: str) -> Any:

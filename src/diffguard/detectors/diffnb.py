@@ -36,6 +36,7 @@ from torch import Tensor
 
 from diffguard.seeding import sample_generator
 from diffguard.detectors.detector import BASELINES, Baseline, Needs
+from diffguard.detectors.search_space import Space as SearchSpace, cat
 from diffguard.diffusion.ddim import ddim_sample
 from diffguard.diffusion.respace import even_levels, even_stride
 from diffguard.guidance.cfg import cfg_eps
@@ -61,6 +62,8 @@ class DiffNB(Baseline):
     name = "diffnb"
     display_name = "DiffNB"
     needs = Needs(images=True, backend=True, randomness=True)
+    # the base score's noise level and the representation (DiffNB paper, Sec. 4)
+    search_space = SearchSpace((cat("noise_levels", ((0, 120), (0, 240), (0, 360))), cat("space", ("logit", "feature"))))
 
     def __init__(self, classifier: Any, backend: Any, noise_levels: Sequence[int] = (0, 120, 240, 360),
                  repeats: int = 4, steps: int = 50, guidance_beta: float = 2.0, space: Space = "logit",

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.search_space import Space, cat
 
 
 @BASELINES.register("ebo")
@@ -25,6 +26,7 @@ class EBO(Baseline):
     name = "ebo"
     display_name = "EBO"
     needs = Needs()
+    search_space = Space((cat("temperature", (1.0,)),))  # OpenOOD's "sweep" is one point
 
     def __init__(self, classifier: Any = None, temperature: float = 1.0):
         if not temperature > 0:

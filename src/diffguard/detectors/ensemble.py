@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, msp_score
+from diffguard.detectors.search_space import Space
 from diffguard.model_files import shipped_path
 from diffguard.classify.adapter import fmnist6_classifier
 
@@ -33,6 +34,7 @@ class DeepEnsemble(Baseline):
     name = "ensemble"
     display_name = "Deep Ensemble"
     needs = Needs(images=True, members=True)
+    search_space = Space()  # nothing to search: one trial with the defaults
 
     def __init__(self, classifier: Any = None, members: Sequence[Any] | None = None):
         if members is None or len(members) < 2:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from diffguard.errors import UserError
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.search_space import Space, cat
 
 
 @BASELINES.register("knn")
@@ -31,6 +32,7 @@ class KNN(Baseline):
     name = "knn"
     display_name = "KNN"
     needs = Needs(fit=True)
+    search_space = Space((cat("k", (50, 100, 200, 500, 1000)),))  # OpenOOD's APS grid
 
     def __init__(self, classifier: Any = None, k: int = 50, chunk: int = 512):
         if k < 1 or chunk < 1:

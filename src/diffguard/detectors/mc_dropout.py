@@ -19,6 +19,7 @@ from torch import Tensor
 
 from diffguard.seeding import sample_generator
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.search_space import Space
 
 
 @BASELINES.register("mc_dropout")
@@ -35,6 +36,7 @@ class MCDropout(Baseline):
     name = "mc_dropout"
     display_name = "MC-Dropout"
     needs = Needs(randomness=True)
+    search_space = Space()  # nothing to search: one trial with the defaults
 
     def __init__(self, classifier: Any, p: float = 0.5, passes: int = 5, seed: int = 0):
         if classifier is None:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.search_space import Space
 
 
 @BASELINES.register("mds")
@@ -24,6 +25,7 @@ class MDS(Baseline):
     name = "mds"
     display_name = "MDS"
     needs = Needs(fit=True, fit_labels=True)
+    search_space = Space()  # nothing to search (OpenOOD: no sweep): one trial with the defaults
 
     def __init__(self, classifier: Any = None):
         self.classifier = classifier

@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.search_space import Space
 
 
 @BASELINES.register("mls")
@@ -19,6 +20,7 @@ class MLS(Baseline):
     name = "mls"
     display_name = "MLS"
     needs = Needs()
+    search_space = Space()  # nothing to search (OpenOOD: no sweep): one trial with the defaults
 
     def __init__(self, classifier: Any = None):
         self.classifier = classifier

@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.search_space import Space
 
 
 @BASELINES.register("msp")
@@ -19,6 +20,7 @@ class MSP(Baseline):
     name = "msp"
     display_name = "MSP"
     needs = Needs()
+    search_space = Space()  # nothing to search (OpenOOD: no sweep): one trial with the defaults
 
     def __init__(self, classifier: Any = None):
         self.classifier = classifier

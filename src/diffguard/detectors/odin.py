@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, msp_score
+from diffguard.detectors.search_space import Space, cat
 
 
 @BASELINES.register("odin")
@@ -38,6 +39,7 @@ class ODIN(Baseline):
     name = "odin"
     display_name = "ODIN"
     needs = Needs(images=True)
+    search_space = Space((cat("temperature", (1.0, 10.0, 100.0, 1000.0)), cat("eps", (0.0014, 0.0028))))  # APS grid
 
     def __init__(self, classifier: Any, temperature: float = 1000.0, eps: float = 0.0014):
         if classifier is None:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.search_space import Space, cat
 
 
 @BASELINES.register("vim")
@@ -38,6 +39,8 @@ class ViM(Baseline):
     name = "vim"
     display_name = "ViM"
     needs = Needs(fit=True)
+    # OpenOOD's {256, 1000} assume D = 512; the fraction of the feature width D instead (module docstring)
+    search_space = Space((cat("dim_fraction", (0.125, 0.25, 0.5, 0.75), target="dim", fraction_of="feature_dim"),))
 
     def __init__(self, classifier: Any, dim: int | None = None):
         if classifier is None:

@@ -3,7 +3,10 @@ score thresholds, and the results folder (scores.csv, metrics.{csv,json,md}, fig
 
 Conventions: OOD is the positive class and every score is an OOD score (higher = more OOD). Each OOD test set
 (roles ``near``, ``far``) is compared with the ID test set; group rows ("near", "far", "all") are unweighted means
-over the sets of the group. Validation and covariate-shift sets never enter those rows nor the ID-test metrics:
+over the sets of the group. A set named like a group row (a user set called ``near``, ``far``, ``all`` or
+``val_ood``) has its row named ``set:<name>`` (:func:`~diffguard.bench.definitions.metric_row_name`), so set and
+group rows never collide. A benchmark without OOD test sets (ID and csid sets only) has no AUROC rows: its csid rows
+and thresholds are what it reports. Validation and covariate-shift sets never enter those rows nor the ID-test metrics:
 
 * OOD validation (role ``val_ood``): each set is compared with ID-val (group ``val_ood``, one row per set and their
   unweighted mean, row ``val_ood``); these are the numbers tuning may optimise;
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from diffguard.bench.definitions import metric_row_name
 from diffguard.run.runner import Runner
 from diffguard.run.store import ResultStore
 from diffguard.evaluation.validation_rows import TPR, csid_accuracy, csid_columns, shift_rows, threshold_at_tpr
@@ -51,6 +55,7 @@ class Evaluation:
     fusion: list[dict[str, Any]]
     thresholds: dict[str, float]  # row key (method or fusion) -> score threshold keeping 95 % of ID-val
     cost: dict[str, float] = dataclasses.field(default_factory=dict)  # row key -> compute seconds per image
+    titles: dict[str, str] = dataclasses.field(default_factory=dict)  # row key -> display title, table order
 
 
 def role_sets(runner: Runner, *roles: str) -> list[str]:
@@ -70,10 +75,11 @@ def planned_scores(runner: Runner, store: ResultStore, method: str, name: str) -
 
 def ood_groups(runner: Runner) -> dict[str, list[str]]:
     """OOD set names by group: "near" and "far" (only those with sets), then "all" (every OOD test set, in
-    benchmark order). Group metrics are unweighted means over these sets."""
+    benchmark order); no group at all when the run has no OOD test set. Group metrics are unweighted means over
+    these sets."""
     ood = [n for n in test_sets(runner) if n != runner.spec.test_set]
     groups = {g: [n for n in ood if runner.spec.get(n).role == g] for g in ("near", "far")}
-    return {**{g: v for g, v in groups.items() if v}, "all": ood}
+    return {**{g: v for g, v in groups.items() if v}, "all": ood} if ood else {}
 
 
 def score_table(runner: Runner, store: ResultStore, methods: list[str]) -> Any:
@@ -125,8 +131,11 @@ def _calibrate(runner: Runner, store: ResultStore, method: str, table: Any, val:
 
 def _metric_rows(method: str, title: str, id_scores: np.ndarray, ood: dict[str, np.ndarray],
                  groups: dict[str, list[str]], acc: float, extra: dict[str, Any] | None = None) -> list[dict]:
-
-    per_set = {name: compute_metrics(id_scores, s) for name, s in ood.items()}
+    """One row per OOD set (named by :func:`metric_row_name`) and one per group; none without OOD sets."""
+    if not ood:
+        return []
+    per_set = {metric_row_name(name): compute_metrics(id_scores, s) for name, s in ood.items()}
+    groups = {g: [metric_row_name(n) for n in sets] for g, sets in groups.items()}
     summary = summarize(per_set, groups)
     rows = []
     for name, metrics in summary.items():
@@ -151,7 +160,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     for m in names:
         _calibrate(runner, store, m, table, val, val_scores, shifted[m])
     groups = ood_groups(runner)
-    ood_sets = groups["all"]
+    ood_sets = groups.get("all", [])
     is_test = table.set_names == test
     acc = accuracy(table.labels[is_test], table.predictions[is_test])
     csid_acc = csid_accuracy(store, [n for n in shift if roles[n] == "csid"])
@@ -160,21 +169,22 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
                       + sum(int(np.isnan(v).sum()) for v in shifted[m].values())) for m in names}
     incomplete = {m: n for m, n in missing.items() if n}
     complete = [m for m in names if m not in incomplete]
-    rows, thresholds = [], {}
+    rows, thresholds, titles = [], {}, {}
     cost = {m: store.seconds_per_image(m) for m in complete}
     for m in complete:
         s, title = table.scores[m], runner.cfg.method(m).title
-        thresholds[m] = threshold_at_tpr(val_scores[m])
+        titles[m], thresholds[m] = title, threshold_at_tpr(val_scores[m])
         rows += _metric_rows(m, title, s[sel[test]], {n: s[sel[n]] for n in ood_sets}, groups, acc)
         rows += shift_rows(m, title, val_scores[m], shifted[m], roles, csid_acc, thresholds[m])
     fusion_info = []
-    for f in runner.cfg.fusion:
+    for f in runner.cfg.fusion:  # both parts are methods of the config (checked before the run)
         if f.baseline not in complete or f.diffguard not in complete:
-            continue
+            continue  # a part not run (yet) is reported as incomplete or skipped
         b, d = table.scores[f.baseline], table.scores[f.diffguard]
         fuse = f.build().fit(val_scores[f.baseline], val_scores[f.diffguard])
         title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
         key = f.key
+        titles[key] = title
         fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
         fused_val = fuse.fuse(val_scores[f.baseline], val_scores[f.diffguard])
         fused_shift = {n: fuse.fuse(shifted[f.baseline][n], shifted[f.diffguard][n]) for n in shift}
@@ -184,7 +194,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         rows += _metric_rows(key, title, fused[test], {n: fused[n] for n in ood_sets}, groups, acc,
                              {"fusion": f.describe()})
         rows += shift_rows(key, title, fused_val, fused_shift, roles, csid_acc, thresholds[key])
-    return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost)
+    return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost, titles)
 
 
 def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k: int) -> dict[str, list[Any]]:
@@ -251,26 +261,23 @@ def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
     """One row per method (fusions included): AUROC per group, both FPR@95 over all OOD sets, AUROC of ID-val
     against OOD-val, the share of csid images flagged (test and validation csid sets), and the method's own compute
     seconds per image (the shared classifier pass excluded; a fusion counts both of its methods)."""
-    rows, seen = [], []
-    for r in ev.rows:
-        if r["key"] not in seen:
-            seen.append(r["key"])
-    for key in seen:
+    rows = []
+    for key, title in ev.titles.items():
         got = {r["set"]: r for r in ev.rows if r["key"] == key}
-        rows.append(_group_row("method", got["all"]["method"], got, ev.cost.get(key)))
+        rows.append(_group_row("method", title, got, ev.cost.get(key)))
     return rows
 
 
 def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]],
                seconds: float | None = None) -> dict[str, Any]:
-    """AUROC of each group row present in ``got`` (set -> metric row), both FPR@95 of the "all" row, the AUROC of
-    the "val_ood" row, the mean share flagged of the test and of the validation csid sets (those present) and,
-    when given, the compute seconds per image."""
+    """AUROC of each group row present in ``got`` (set -> metric row), both FPR@95 of the "all" row (when the run
+    has OOD test sets), the AUROC of the "val_ood" row, the mean share flagged of the test and of the validation
+    csid sets (those present) and, when given, the compute seconds per image."""
     row: dict[str, Any] = {label_key: label}
     for g in ("near", "far", "all"):
         if g in got:
             row[f"AUROC {g}"] = got[g]["AUROC"]
-    for c in ABLATION_COLUMNS[1:]:
+    for c in ABLATION_COLUMNS[1:] if "all" in got else ():
         row[f"{c} all"] = got["all"][c]
     row.update(csid_columns(got))
     if seconds is not None:

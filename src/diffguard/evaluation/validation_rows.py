@@ -4,6 +4,9 @@
 * a csid set's row holds ``csid flagged``, the share of its images scoring strictly above the method's threshold
   (:func:`threshold_at_tpr`: the 95th percentile of its ID-val scores, which keeps 95 % of ID-val, so ID-val itself
   is flagged at 5 %, the clean rate), and ``ACC``, the classifier's accuracy on the set.
+
+Rows are named by :func:`~diffguard.bench.definitions.metric_row_name`: a set named like a group row (``val_ood``,
+``near``, ``far``, ``all``) appears as ``set:<name>``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from diffguard.bench.definitions import metric_row_name, row_set_name
 from diffguard.run.plan import is_validation
 from diffguard.run.store import ResultStore
 from diffguard.evaluation.ood_metrics import compute_metrics, summarize
@@ -40,11 +44,12 @@ def shift_rows(key: str, title: str, val: np.ndarray, scores: dict[str, np.ndarr
     ood = [n for n in scores if roles[n] == "val_ood"]
     rows = []
     if ood:
-        summary = summarize({n: compute_metrics(val, scores[n]) for n in ood}, {"val_ood": ood})
+        per_set = {metric_row_name(n): compute_metrics(val, scores[n]) for n in ood}
+        summary = summarize(per_set, {"val_ood": list(per_set)})
         summary.pop("all")  # summarize's own mean over every set given: here the same as the val_ood row
         rows += [{**head, "set": n, "group": "val_ood", **m} for n, m in summary.items()]
-    rows += [{**head, "set": n, "group": "csid", CSID_FLAGGED: flag_rate(scores[n], threshold), "ACC": csid_acc[n]}
-             for n in scores if roles[n] == "csid"]
+    rows += [{**head, "set": metric_row_name(n), "group": "csid", CSID_FLAGGED: flag_rate(scores[n], threshold),
+              "ACC": csid_acc[n]} for n in scores if roles[n] == "csid"]
     return rows
 
 
@@ -63,8 +68,8 @@ def csid_columns(got: dict[str, dict[str, Any]]) -> dict[str, float]:
     over its test csid sets and over its validation (``val*``) csid sets, those present."""
     out = {"AUROC val_ood": got["val_ood"]["AUROC"]} if "val_ood" in got else {}
     csid = [n for n, r in got.items() if r.get("group") == "csid"]
-    for split, names in (("test", [n for n in csid if not is_validation("csid", n)]),
-                         ("val", [n for n in csid if is_validation("csid", n)])):
+    for split, names in (("test", [n for n in csid if not is_validation("csid", row_set_name(n))]),
+                         ("val", [n for n in csid if is_validation("csid", row_set_name(n))])):
         if names:
             out[f"{CSID_FLAGGED} ({split})"] = float(np.mean([got[n][CSID_FLAGGED] for n in names]))
     return out

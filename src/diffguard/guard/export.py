@@ -151,10 +151,9 @@ def best_on_validation(runner: Any, store: Any) -> str | None:
     return best
 
 
-def default_method(runner: Any, store: Any, raw_config: dict[str, Any]) -> str | None:
+def default_method(runner: Any, store: Any) -> str | None:
     """The run's ``recommended`` detector when its config names one, else its best on OOD validation."""
-    recommended = raw_config.get("recommended")
-    return str(recommended) if recommended else best_on_validation(runner, store)
+    return runner.cfg.recommended or best_on_validation(runner, store)
 
 
 def export_from_run(runner: Any, store: Any, name: str, folder: Path | None = None) -> Guard:

@@ -97,7 +97,6 @@ def barrier(d: Dist) -> None:
 
 
 def finish_group(d: Dist) -> None:
-
     if d.active and tdist.is_initialized():
         tdist.destroy_process_group()
 

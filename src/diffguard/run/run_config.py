@@ -20,9 +20,9 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from diffguard.errors import ConfigError
+from diffguard.errors import ConfigError, UserError
 from diffguard.yaml_mapping import read_mapping
 from diffguard.specs.method_specs import MethodConfig
 from diffguard.bench.user_yaml import benchmark_ref, looks_like_file
@@ -51,7 +51,6 @@ class FusionConfig:
     weight: float = 0.5
 
     def __post_init__(self) -> None:
-
         if self.rule not in FUSION_RULES:
             raise ConfigError(f"fusion {self.diffguard}+{self.baseline}: unknown rule {self.rule!r}; choose one of "
                               f"{FUSION_RULES.list()}")
@@ -107,6 +106,8 @@ class RunConfig:
             ``ablation.png`` (AUROC per variant) to the outputs.
         device: "auto" (``cuda:<local rank>`` when CUDA is available, else CPU), "cpu", "cuda", "cuda:N".
         about: a description for people (the paper configs: source, files, input, cost); not used by the run.
+        recommended: the method or fusion key to deploy, chosen on validation data (kept in ``run_config.json``;
+            ``diffguard export`` takes it by default); not part of the plan, so naming it never recomputes anything.
     """
 
     benchmark: str | dict[str, Any] = "fmnist6"
@@ -127,6 +128,7 @@ class RunConfig:
     ablation: str | None = None
     device: str = "auto"
     about: dict[str, Any] = field(default_factory=dict)
+    recommended: str | None = None
 
     def plan_key(self) -> dict[str, Any]:
         """The settings that define the work units; a results file is only resumed under the same ones."""
@@ -212,51 +214,169 @@ def _expand(value: Any, missing: list[str], env: Mapping[str, str]) -> Any:
     return value
 
 
-def _expand_fusion(entries: list[dict[str, Any]], methods: list[MethodConfig]) -> list[FusionConfig]:
-    baselines = [m.name for m in methods if not m.is_diffguard]
-    out = []
+class RunConfigError(ConfigError):
+    """Every problem of a run config at once, raised before anything is computed or written.
+
+    Attributes:
+        problems: one line per problem (what is wrong and what to do).
+    """
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(dict.fromkeys(" ".join(str(p).split()) for p in problems))
+        n = len(self.problems)
+        head = (f"the run config has {n} problem{'s' if n > 1 else ''}; nothing was computed or written. Fix "
+                f"{'them all' if n > 1 else 'it'} and rerun:")
+        super().__init__(head + "".join(f"\n  - {p}" for p in self.problems))
+
+
+def problem_lines(err: BaseException) -> list[str]:
+    """The problems an error reports: its ``problems`` (a :class:`RunConfigError` or a benchmark definition's
+    error), else its message as one line."""
+    return list(getattr(err, "problems", None) or [" ".join(str(err).split())])
+
+
+@dataclass
+class ParsedRunConfig:
+    """A run config built from every usable entry of a config mapping, and the problems of the others.
+
+    Attributes:
+        config: the run config; entries with a problem are left out, so check ``problems`` before running it.
+        problems: one line per problem found while reading the mapping.
+        benchmark_ok: whether ``config.benchmark`` is the config's benchmark (False: it could not be read).
+    """
+
+    config: RunConfig
+    problems: list[str]
+    benchmark_ok: bool = True
+
+
+def _about(subject: str, err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if text.startswith(subject.split(" ")[0]) else f"{subject}: {text}"
+
+
+_PARTS = {"baseline", "diffguard"}
+
+
+def _read_methods(entries: Any, problems: list[str]) -> tuple[list[MethodConfig], set[str]]:
+    """(the methods whose entries can be read, the names of those that cannot: their problems are recorded)."""
+    if not isinstance(entries, list):
+        problems.append(f"methods: must be a list of method entries like {{name: knn}}, got {entries!r}")
+        return [], set()
+    methods, rejected = [], set()
     for e in entries:
-        unknown = sorted(set(e) - {f.name for f in dataclasses.fields(FusionConfig)})
-        if unknown:
-            raise ConfigError(f"fusion entry {e}: unknown key(s) {unknown}")
-        names = baselines if e.get("baseline") == "*" else [e["baseline"]]
-        out += [FusionConfig(**{**e, "baseline": b}) for b in names]
+        name = e.get("name") if isinstance(e, Mapping) else None
+        try:
+            if not isinstance(e, Mapping):
+                raise ConfigError(f"each entry must be a mapping like {{name: knn}}, got {e!r}")
+            methods.append(MethodConfig.from_dict(dict(e)))
+        except UserError as err:
+            problems.append(_about(f"method {name!r}" if name else "methods", err))
+            rejected.add(str(name))
+    return methods, rejected
+
+
+def _expand_fusion(entries: Any, methods: list[MethodConfig], rejected: set[str],
+                   problems: list[str]) -> list[FusionConfig]:
+    """Fusion entries as :class:`FusionConfig` (``baseline: "*"``: one per baseline of the config); an entry
+    that cannot be read is a recorded problem, one naming a method whose entry could not be read is left out."""
+    if not isinstance(entries, list):
+        problems.append(f"fusion: must be a list of entries like {{baseline: knn, diffguard: dg}}, got {entries!r}")
+        return []
+    baselines = [m.name for m in methods if not m.is_diffguard]
+    keys = {f.name for f in dataclasses.fields(FusionConfig)}
+    out: list[FusionConfig] = []
+    for e in entries:
+        problem = _fusion_entry_problem(e, keys)
+        if problem:
+            problems.append(problem)
+            continue
+        if {str(e["baseline"]), str(e["diffguard"])} & rejected:
+            continue  # the method's own entry is reported
+        names = baselines if e["baseline"] == "*" else [e["baseline"]]
+        try:
+            out += [FusionConfig(**{**e, "baseline": b}) for b in names]
+        except (UserError, TypeError, ValueError) as err:
+            problems.append(_about(f"fusion {e['diffguard']}+{e['baseline']}", err))
     return out
 
 
-def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
-    """Dict (from YAML) + ``key=value`` overrides -> a validated :class:`RunConfig`."""
+def _fusion_entry_problem(e: Any, keys: set[str]) -> str | None:
+    """What is wrong with the form of a fusion entry, if anything."""
+    if not isinstance(e, Mapping):
+        return f"fusion: each entry must be a mapping like {{baseline: knn, diffguard: dg}}, got {e!r}"
+    unknown = sorted(set(e) - keys)
+    if unknown:
+        return f"fusion entry {dict(e)}: unknown key(s) {unknown}; valid: {sorted(keys)}"
+    if not _PARTS <= set(e):
+        return (f"fusion entry {dict(e)}: needs baseline and diffguard, method names of this config (baseline '*': "
+                "every baseline)")
+    return None
 
+
+def _apply_override(item: str, data: dict[str, Any], by_name: dict[str, MethodConfig], run_fields: set[str],
+                    rejected: set[str]) -> str | None:
+    """Apply one ``key=value`` override to ``data`` or a method of ``by_name``; the problem, if any."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        return f"override {item!r} must look like key=value (e.g. limit=200)"
+    head, _, rest = key.partition(".")
+    if not rest and head in run_fields:
+        data[head] = parse_value(raw)
+    elif rest and head in ("classifier", "diffusion"):
+        spec = data.get(head)
+        data[head] = {**(spec if isinstance(spec, dict) else {}), rest: parse_value(raw)}
+    elif rest and head in by_name:
+        by_name[head] = _override_method(by_name[head], rest, raw)
+    elif head not in rejected:  # a method whose entry could not be read is reported already
+        close = difflib.get_close_matches(head, sorted(run_fields | set(by_name)), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        return (f"override {item!r}: {head!r} is neither a run setting nor a method of this config.{hint} Settings: "
+                f"{sorted(run_fields)}; methods: {sorted(by_name)}")
+    return None
+
+
+def parse_run_config(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> ParsedRunConfig:
+    """Dict (from YAML) + ``key=value`` overrides -> the run config of every usable entry and the problems of the
+    others (unknown keys, detectors, fusion rules, overrides; a benchmark definition that cannot be read), all of
+    them, one line each. :func:`diffguard.run.config_check.checked_run_config` adds the checks against the
+    benchmark."""
     data = dict(data)
-    methods = [MethodConfig.from_dict(m) for m in data.pop("methods", [])]
-    fusion_entries = data.pop("fusion", [])
+    problems: list[str] = []
+    methods, rejected = _read_methods(data.pop("methods", None) or [], problems)
+    fusion_entries = data.pop("fusion", None) or []
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"methods", "fusion"}
     by_name = {m.name: m for m in methods}
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. limit=200)")
-        head, _, rest = key.partition(".")
-        if not rest and head in run_fields:
-            data[head] = parse_value(raw)
-        elif rest and head in ("classifier", "diffusion"):
-            spec = data.get(head)
-            data[head] = {**(spec if isinstance(spec, dict) else {}), rest: parse_value(raw)}
-        elif rest and head in by_name:
-            by_name[head] = _override_method(by_name[head], rest, raw)
-        else:
-            close = difflib.get_close_matches(head, sorted(run_fields | set(by_name)), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"override {item!r}: {head!r} is neither a run setting nor a method of this config."
-                             f"{hint} Settings: {sorted(run_fields)}; methods: {sorted(by_name)}")
+        problem = _apply_override(item, data, by_name, run_fields, rejected)
+        problems += [problem] if problem else []
     unknown = sorted(set(data) - run_fields)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; valid: {sorted(run_fields)}")
+        problems.append(f"unknown config key(s) {unknown}; valid: {sorted(run_fields)}")
+    data = {k: v for k, v in data.items() if k in run_fields}
+    benchmark_ok = True
     if "benchmark" in data:
-
-        data["benchmark"] = benchmark_ref(data["benchmark"])
+        try:
+            data["benchmark"] = benchmark_ref(data["benchmark"])
+        except UserError as err:
+            problems += problem_lines(err)
+            benchmark_ok = False
+            del data["benchmark"]
     methods = [by_name[m.name] for m in methods]
-    return RunConfig(methods=methods, fusion=_expand_fusion(fusion_entries, methods), **data)
+    fusion = _expand_fusion(fusion_entries, methods, rejected, problems)
+    return ParsedRunConfig(RunConfig(methods=methods, fusion=fusion, **data), problems, benchmark_ok)
+
+
+def build_run_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    """Dict (from YAML) + ``key=value`` overrides -> a :class:`RunConfig` whose entries could all be read.
+
+    Raises:
+        RunConfigError: every problem :func:`parse_run_config` found, one line each.
+    """
+    parsed = parse_run_config(data, overrides)
+    if parsed.problems:
+        raise RunConfigError(parsed.problems)
+    return parsed.config
 
 
 def _override_method(m: MethodConfig, key: str, raw: str) -> MethodConfig:

@@ -25,10 +25,11 @@ from diffguard.bench.definitions import BenchmarkSpec
 from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
 from diffguard.run import distributed
 from diffguard.run.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
-from diffguard.specs.method_specs import MethodConfig, build_method, check_reuse
+from diffguard.specs.method_specs import MethodConfig, build_method
 from diffguard.devices import resolve_device, to_device
 from diffguard.run.plan import batches, row_plan, select_rows
 from diffguard.run.run_config import FusionConfig, RunConfig, config_dict
+from diffguard.run.config_check import check_run_config
 from diffguard.run.preflight import preflight
 from diffguard.errors import ConfigError
 from diffguard.run.store import ResultStore, StoreError
@@ -62,11 +63,7 @@ class Runner:
         self.spec = spec or resolve_benchmark(cfg.benchmark)
         if cfg.image_size is not None:
             self.spec = dataclasses.replace(self.spec, image_size=cfg.image_size)
-        names = [m.name for m in cfg.methods]
-        check_reuse(list(cfg.methods))
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"method names must be unique; repeated: {dup}")
+        check_run_config(cfg, self.spec)  # every problem at once, before any data is read or folder written
         self.sources = open_benchmark(self.spec, cfg.data_root, self._set_names())
         self.plan = row_plan(self.spec, self.sources, cfg)
         manifest = dict(manifest or {})
@@ -89,14 +86,12 @@ class Runner:
     @property
     def classifier(self) -> Any:
         if self._classifier is None:
-
             self._classifier = to_device(build_classifier(self.cfg.classifier), self.device)
             check_classifier(self._classifier, self.spec)
         return self._classifier
 
     def backend(self) -> Any:
         if self._backend is None:
-
             self._backend = to_device(build_backend(self.cfg.diffusion), self.device)
             check_backend(self._backend, self.spec)
         return self._backend
@@ -110,7 +105,6 @@ class Runner:
         return [self.cfg.classifier or shipped[0], *shipped[1:]]
 
     def members(self) -> list[Any]:
-
         folders = self.member_folders()
         if len(folders) < 2:
             raise MethodUnavailable(f"Deep Ensemble needs >= 2 classifiers, found {folders}; train members with "
@@ -171,7 +165,6 @@ class Runner:
         """What a method's stored results depend on beyond the run's plan: its config (and ensemble members)."""
         ident = {k: v for k, v in m.as_dict().items() if k not in ("display", "calibration", "reuse")}  # raw scores
         if m.needs.members and "members" not in m.params:
-
             ident["member_hashes"] = [folder_hash(Path(f)) for f in self.member_folders()]
         return ident
 
@@ -210,7 +203,6 @@ class Runner:
                     bar.update(1)
 
     def outputs(self, store: ResultStore, set_name: str) -> Any:
-
         src, rows = self.sources[set_name], self.plan[set_name]
         ids = src.ids[rows].numpy()
         logits, feats = store.outputs(set_name, ids)

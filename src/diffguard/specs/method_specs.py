@@ -58,7 +58,6 @@ class MethodConfig:
     reuse: str | None = None
 
     def __post_init__(self) -> None:
-
         if not self.name:
             raise ConfigError("every method needs a name")
         detector_factory(self.detector)  # unknown names are refused here, with close matches

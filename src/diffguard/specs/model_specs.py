@@ -65,7 +65,6 @@ def _fmnist6_classifier(folder: str | None = None) -> Any:
 
 @CLASSIFIER_TYPES.register("module")
 def _module(**spec: Any) -> Any:
-
     if "class" not in spec:
         raise ConfigError(f"classifier spec type 'module' needs class: 'package.module:ClassName' (got keys "
                           f"{sorted(spec)})")
@@ -78,19 +77,16 @@ def _module(**spec: Any) -> Any:
 
 @CLASSIFIER_TYPES.register("torchvision")
 def _torchvision(arch: str, weights: str, **kw: Any) -> Any:
-
     return torchvision_classifier(arch, weights, **kw)
 
 
 @CLASSIFIER_TYPES.register("timm")
 def _timm(arch: str, weights: str, **kw: Any) -> Any:
-
     return timm_classifier(arch, weights, **kw)
 
 
 @CLASSIFIER_TYPES.register("openood_resnet18")
 def _openood(weights: str, **kw: Any) -> Any:
-
     return openood_resnet18_32x32(weights, **kw)
 
 
@@ -106,37 +102,31 @@ def _fmnist6_backend(folder: str | None = None) -> Any:
 @DIFFUSION_TYPES.register("diffusers")
 def _diffusers(folder: str, null_label: int | None = None, scheduler: str | None = None,
                vae: str | None = None) -> Any:
-
     return load_diffusion_folder(folder, null_label=null_label, scheduler=scheduler, vae=vae)
 
 
 @DIFFUSION_TYPES.register("adm")
 def _adm(checkpoint: str, **kw: Any) -> Any:
-
     return adm_backend(checkpoint, **kw)
 
 
 @DIFFUSION_TYPES.register("ddim_cifar")
 def _ddim_cifar(checkpoint: str, null_label: int | None = None, **kw: Any) -> Any:
-
     return load_ddim_cifar(checkpoint, null_label=null_label, **kw)
 
 
 @DIFFUSION_TYPES.register("compvis_ldm")
 def _compvis(checkpoint: str, config: str | None = None, **kw: Any) -> Any:
-
     return load_compvis_ldm(checkpoint, config, **kw)
 
 
 @DIFFUSION_TYPES.register("dit")
 def _dit(folder: str) -> Any:
-
     return load_dit(folder)
 
 
 @DIFFUSION_TYPES.register("latent_diffusers")
 def _latent(folder: str, null_label: int | None = None) -> Any:
-
     return load_latent_diffusers(folder, null_label=null_label)
 
 
@@ -169,7 +159,6 @@ def _classifier_folder(folder: Path) -> Any:
     if "arch" in cfg:
         return _fmnist6_classifier(str(folder))
     if "architecture" in cfg:
-
         weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()),
                        folder / "model.safetensors")
         pcfg = cfg.get("pretrained_cfg", {})

@@ -1,7 +1,15 @@
-"""The only data a tuner sees: ID-train (fits), ID-val, OOD-val and the covariate-shifted ID sets named ``val*``.
+"""The only data a tuner sees: ID-train (fits), ID-val, OOD-val and the covariate-shifted ID validation sets.
 
-:func:`tuning_role` is the gate: any other set -- the ID test set, near / far OOD, a csid set not named ``val*``
-(e.g. ``test-csid``) -- is refused with :class:`TestDataRefused` before it is opened. :class:`ValidationData`
+Which covariate-shifted ID sets tuning uses (role ``csid``: known classes, mildly corrupted, not to be flagged):
+those that are validation data by the benchmark's one rule, :func:`~diffguard.run.plan.is_validation` -- a ``csid``
+set whose name starts with ``val`` (fmnist6's ``val-csid``). Every other ``csid`` set (fmnist6's ``test-csid``,
+OpenOOD v1.5's csid sets, a user set ``{name: blurred, role: csid}``) is test data: tuning never opens it. The same
+rule gives validation sets the run's ``val_limit`` and puts them in the report's ``csid flagged (val)`` column, so a
+set is validation data everywhere or nowhere. To tune against a covariate-shifted set of your own, name it ``val...``
+in the benchmark definition. :func:`csid_note` states the choice; the tuner logs it and writes it in its report.
+
+:func:`tuning_role` is the gate: any other set -- the ID test set, near / far OOD, a test csid set -- is refused
+with :class:`TestDataRefused` before it is opened. :class:`ValidationData`
 opens only what the gate lets through, draws seeded row subsets (:func:`~diffguard.run.plan.select_rows`, the
 benchmark's draw) and caches one classifier pass per set in memory. :class:`Models` builds the classifier, the
 diffusion backend and the ensemble members of a run config once, on one device.
@@ -22,13 +30,13 @@ from diffguard.errors import UserError
 from diffguard.bench.definitions import BenchmarkSpec
 from diffguard.bench.open_sets import open_benchmark
 from diffguard.devices import to_device
-from diffguard.run.plan import batches, select_rows
+from diffguard.run.plan import batches, is_validation, select_rows
 from diffguard.specs.model_specs import build_classifier
 from diffguard.specs.model_specs import build_backend
 from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.detectors.ensemble import ensemble_folders
 
-TUNING_ROLES = ("train", "val", "val_ood", "csid")  # csid only for sets named val*
+TUNING_ROLES = ("train", "val", "val_ood", "csid")  # csid only for validation sets (is_validation: named val*)
 EVAL_ROLES = ("val", "val_ood", "csid")
 
 
@@ -38,22 +46,47 @@ class TestDataRefused(UserError):
     __test__ = False  # not a pytest test class
 
 
+def _may_tune(role: str, name: str) -> bool:
+    return role in TUNING_ROLES and (role != "csid" or is_validation(role, name))
+
+
 def tuning_role(spec: BenchmarkSpec, name: str) -> str:
     """The role of set ``name`` when a tuner may see it; raises :class:`TestDataRefused` otherwise."""
     role = spec.get(name).role
-    if role not in TUNING_ROLES or (role == "csid" and not name.startswith("val")):
-        raise TestDataRefused(f"tuning may only see train, val, val_ood and csid sets named val*: refusing set "
-                              f"{name!r} (role {role}); test data stays unseen until the tuned config is benchmarked")
+    if not _may_tune(role, name):
+        why = (" (a csid set is validation data only when its name starts with 'val')" if role == "csid" else "")
+        raise TestDataRefused(f"tuning may only see train, val, val_ood and csid validation sets: refusing set "
+                              f"{name!r} (role {role}, test data{why}); test data stays unseen until the tuned "
+                              "config is benchmarked")
     return role
 
 
+def csid_split(spec: BenchmarkSpec) -> tuple[list[str], list[str]]:
+    """(csid sets that are validation data, which tuning uses; csid test sets, which it never opens)."""
+    csid = [s.name for s in spec.by_role("csid")]
+    return [n for n in csid if is_validation("csid", n)], [n for n in csid if not is_validation("csid", n)]
+
+
+def csid_note(spec: BenchmarkSpec, used: list[str] | None = None) -> str:
+    """One sentence saying which covariate-shifted ID sets tuning uses (``used``, default every csid validation
+    set) and which it leaves unseen, and why."""
+    valid, test = csid_split(spec)
+    used = valid if used is None else used
+    rule = "role csid, name starting with 'val'"
+    head = (f"covariate-shifted ID sets used for tuning ({rule}): {', '.join(used)}" if used else
+            f"no covariate-shifted ID validation set ({rule}) used for tuning on {spec.name!r}: the objective has "
+            "no csid penalty")
+    return head + (f"; csid test sets, never opened: {', '.join(test)}" if test else "")
+
+
 def tuning_sets(spec: BenchmarkSpec) -> dict[str, list[str]]:
-    """Set names by role that a tuner may see: the first ``val`` set, every ``val_ood`` and ``val*`` csid set, and
-    the first ``train`` set (fits); ConfigError when the benchmark has no val or val_ood set."""
+    """Set names by role that a tuner may see: the first ``val`` set, every ``val_ood`` set, every csid validation
+    set (see the module docstring) and the first ``train`` set (fits); ConfigError when the benchmark has no val or
+    val_ood set."""
     spec.require(["val", "val_ood"], "tuning (ID-val against OOD-val)")
     out: dict[str, list[str]] = {r: [] for r in TUNING_ROLES}
     for s in spec.sets:
-        if s.role in TUNING_ROLES and (s.role != "csid" or s.name.startswith("val")):
+        if _may_tune(s.role, s.name):
             out[s.role].append(s.name)
     out["val"], out["train"] = out["val"][:1], out["train"][:1]
     return out
@@ -81,6 +114,8 @@ class ValidationData:
         data_root: its data folder (see :func:`~diffguard.bench.definitions.open_benchmark`).
         limits: images per set.
         sets: set names to use (default: every set :func:`tuning_sets` allows); each passes :func:`tuning_role`.
+
+    ``csid_note``: which csid sets it uses (:func:`csid_note` of the sets it opens), for the log and the report.
     """
 
     def __init__(self, spec: BenchmarkSpec, data_root: str | None, limits: Limits, sets: list[str] | None = None):
@@ -90,6 +125,7 @@ class ValidationData:
         if not any(r == "val" for r in self.roles.values()) or not any(r == "val_ood" for r in self.roles.values()):
             raise UserError(f"tuning needs an ID-val and an OOD-val set; got {self.roles}")
         self.spec, self.limits = spec, limits
+        self.csid_note = csid_note(spec, [n for n in names if self.roles[n] == "csid"])
         self.sources = open_benchmark(spec, data_root, names)
         self.rows = {n: select_rows(len(src), limits.of(self.roles[n]), limits.seed, n)
                      for n, src in self.sources.items()}
@@ -164,18 +200,15 @@ class Models:
     @property
     def classifier(self) -> Any:
         if self._classifier is None:
-
             self._classifier = to_device(build_classifier(self.cfg.classifier), self.device)
         return self._classifier
 
     def backend(self) -> Any:
         if self._backend is None:
-
             self._backend = to_device(build_backend(self.cfg.diffusion), self.device)
         return self._backend
 
     def members(self) -> list[Any]:
-
         folders = list(self.cfg.ensemble or [])
         if not folders:
             shipped = [str(p) for p in ensemble_folders()]

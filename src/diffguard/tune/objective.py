@@ -8,6 +8,12 @@ the false alarms a detector raises on ID images that only look different. ID-val
 construction (the clean rate), so only false alarms above that rate cost anything. Without a csid set the penalty is
 0. Higher is better; ties are broken by the lower mean FPR@95 (OpenOOD v1.5, OOD positive), then the lower cost.
 Both FPR@95 conventions are recorded per trial (:mod:`diffguard.evaluation.ood_metrics`).
+
+**Cascade cost** (optional, fusion studies): ``- cascade_cost * diffguard_share``, where ``diffguard_share`` is the
+share of all validation images (ID-val, every OOD-val and csid-val set) that need DiffGuard -- for the band rule
+those whose baseline score falls in the band, for the weighted sum all of them. ``cascade_cost = 0`` (the default)
+leaves the objective as above; a user who pays for every DiffGuard call trades AUROC for a narrower band with it
+(``diffguard tune --cascade-cost W``; docs/guard.md shows the curve on fmnist6 validation).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Evaluation:
     fpr95_ood_per_set: dict[str, float]
     fpr95_id_per_set: dict[str, float]
     threshold: float
+    diffguard_share: float | None = None
 
     def attrs(self) -> dict[str, Any]:
         """JSON-able form (what a trial records)."""
@@ -56,16 +63,21 @@ class Objective:
 
     penalty: float = 1.0
     clean_rate: float = 1.0 - TPR
+    cascade_cost: float = 0.0
 
     def statement(self) -> str:
+        cascade = (f" - {self.cascade_cost:g} * diffguard_share (the share of validation images that need DiffGuard)"
+                   if self.cascade_cost else "")
         return (f"objective = mean over OOD-val sets of AUROC(ID-val vs set) - {self.penalty:g} * max(0, "
-                f"csid_flag_rate - {self.clean_rate:g}); csid_flag_rate = share of csid-val images scoring above "
+                f"csid_flag_rate - {self.clean_rate:g}){cascade}; csid_flag_rate = share of csid-val images scoring above "
                 f"the 95th percentile of ID-val (the 95 %-ID-TPR threshold); higher is better; ties: lower mean "
                 f"FPR@95 (OpenOOD v1.5, OOD-pos), then lower s/image. Reported beside it: FPR@95 in both "
                 f"conventions (v1.5 OOD-pos, paper ID-pos).")
 
-    def evaluate(self, val: Any, val_ood: Mapping[str, Any], csid: Mapping[str, Any] | None = None) -> Evaluation:
-        """val (N,): ID-val scores; val_ood: OOD-val set name -> (M,) scores; csid: csid-val set -> (K,) scores."""
+    def evaluate(self, val: Any, val_ood: Mapping[str, Any], csid: Mapping[str, Any] | None = None,
+                 diffguard_share: float | None = None) -> Evaluation:
+        """val (N,): ID-val scores; val_ood: OOD-val set name -> (M,) scores; csid: csid-val set -> (K,) scores;
+        diffguard_share: the share of validation images that need DiffGuard (fusions; None: not a cascade)."""
         val = np.asarray(val, dtype=np.float64)
         if not val_ood:
             raise ValueError("the objective needs at least one OOD-validation set")
@@ -77,5 +89,6 @@ class Objective:
         rate = float(np.mean(np.concatenate(shifted) > threshold)) if shifted else None
         mean_auc = float(np.mean(list(aucs.values())))
         penalty = self.penalty * max(0.0, rate - self.clean_rate) if rate is not None else 0.0
+        penalty += self.cascade_cost * diffguard_share if diffguard_share is not None else 0.0
         return Evaluation(mean_auc - penalty, mean_auc, rate, float(np.mean(list(f_ood.values()))),
-                          float(np.mean(list(f_id.values()))), aucs, f_ood, f_id, threshold)
+                          float(np.mean(list(f_id.values()))), aucs, f_ood, f_id, threshold, diffguard_share)

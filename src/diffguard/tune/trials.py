@@ -177,10 +177,11 @@ def _score_images(det: Any, data: ValidationData, name: str, device: torch.devic
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def evaluate_column(cols: Columns, data: ValidationData, objective: Objective, column: str) -> Evaluation:
-    """The objective of one score column."""
+def evaluate_column(cols: Columns, data: ValidationData, objective: Objective, column: str,
+                    diffguard_share: float | None = None) -> Evaluation:
+    """The objective of one score column (``diffguard_share``: see :class:`~diffguard.tune.objective.Objective`)."""
     return objective.evaluate(cols[data.val][column], {s: cols[s][column] for s in data.by_role("val_ood")},
-                              {s: cols[s][column] for s in data.by_role("csid")})
+                              {s: cols[s][column] for s in data.by_role("csid")}, diffguard_share)
 
 
 CAL = "cal:"  # column prefix of class-calibrated distances, e.g. "cal:l1"

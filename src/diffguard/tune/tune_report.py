@@ -163,6 +163,7 @@ def write_report(out: Path, cfg: Any, data: ValidationData, objective: Objective
     lines = ["# Tuning report", "", f"**Objective.** {objective.statement()}", "",
              "**Validation data** (test sets never opened): " + ", ".join(
                  f"{n} ({data.roles[n]}, {data.size(n)} images)" for n in data.rows), "",
+             f"**Covariate-shifted ID:** {data.csid_note}.", "",
              f"**Reproduce:** `{command}`", "", "Chosen settings: `tuned.yaml`; objective against cost: "
              "![objective vs cost](objective_vs_cost.png)", ""]
     summary: dict[str, Any] = {"objective": objective.statement(), "command": command, "studies": {}}

@@ -16,20 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
 from diffguard.detectors.detector import ALIASES
-from diffguard.detectors.fusion import create_fusion
+from diffguard.detectors.fusion import BandFusion, create_fusion
 from diffguard.errors import UserError
 from diffguard.bench.definitions import BenchmarkSpec
 from diffguard.bench.open_sets import resolve_benchmark
 from diffguard.devices import resolve_device
+from diffguard.run.config_check import check_run_config
 from diffguard.specs.method_specs import MethodConfig, build_method
 from diffguard.tune import trials as tr
 from diffguard.tune.data import Limits, Models, ValidationData
 from diffguard.tune.objective import Objective
-from diffguard.tune.space import FUSION_SPACE, Space, space_for
+from diffguard.tune.space import FUSION_SPACE, Space, apply_values, space_for
 from diffguard.tune.study import StudyPlan, best, load_studies, run_study, storage_for
 from diffguard.tune.tune_report import trial_line, write_report
 
@@ -64,7 +66,7 @@ def method_plan(start: MethodConfig, data: ValidationData, models: Models, objec
              "objective": objective.statement(), "models": [models.cfg.classifier, models.cfg.diffusion]}
 
     def objective_fn(trial: optuna.Trial) -> float:
-        cfg = space.apply(start, space.suggest(trial, begin), facts, begin)
+        cfg = apply_values(space, start, space.suggest(trial, begin), facts, begin)
         if space.post_hoc == "distance":
             cfg = tr.with_every_distance(cfg)
         ident = json.dumps(cfg.as_dict(), sort_keys=True, default=str)
@@ -165,7 +167,7 @@ def fusion_plan(dg: MethodScores, base: MethodScores, data: ValidationData, obje
         rule = create_fusion(values.pop("rule"), **values)
         rule.fit(base.cols[data.val]["score"], dg.cols[data.val]["score"])
         fused = {s: {"score": rule.fuse(base.cols[s]["score"], dg.cols[s]["score"])} for s in data.eval_sets()}
-        ev = tr.evaluate_column(fused, data, objective, "score")
+        ev = tr.evaluate_column(fused, data, objective, "score", diffguard_share(rule, base, data))
         spec = {"baseline": base.config_name, "diffguard": dg.config_name, **params}
         for key, value in {"spec": spec, "rule": rule.report(), "metrics": ev.attrs(),
                            "seconds_per_image": dg.seconds_per_image + base.seconds_per_image}.items():
@@ -173,6 +175,15 @@ def fusion_plan(dg: MethodScores, base: MethodScores, data: ValidationData, obje
         return ev.objective
 
     return StudyPlan(f"fusion:{dg.name}+{base.name}", FUSION_SPACE, setup, dict(start), objective_fn)
+
+
+def diffguard_share(rule: Any, base: MethodScores, data: ValidationData) -> float:
+    """The share of all validation images that need DiffGuard under a fitted fusion rule: those in the band of a
+    band rule (the cascade runs DiffGuard on them only), every image for the weighted sum."""
+    if not isinstance(rule, BandFusion):
+        return 1.0
+    tiers = np.concatenate([rule.tiers(base.cols[s]["score"]) for s in data.eval_sets()])
+    return float(np.mean(tiers == 1))
 
 
 def split_pair(pair: str, cfg: Any) -> tuple[str, str]:
@@ -196,6 +207,7 @@ def tune(cfg: Any, out: str | Path, methods: Sequence[str] = (), fusion: Sequenc
     spec = spec or resolve_benchmark(cfg.benchmark, needs=("val", "val_ood"), purpose="tuning")
     if cfg.image_size is not None:
         spec = dataclasses.replace(spec, image_size=cfg.image_size)
+    check_run_config(cfg, spec, needs=("val", "val_ood"))  # every problem at once, before any model is built
     unknown = sorted(set(methods) - {m.name for m in cfg.methods})
     if unknown:
         raise UserError(f"unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
@@ -204,6 +216,7 @@ def tune(cfg: Any, out: str | Path, methods: Sequence[str] = (), fusion: Sequenc
     storage = storage_for(out)
     log(objective.statement())
     log("validation data: " + ", ".join(f"{n} ({data.roles[n]}, {data.size(n)})" for n in data.rows))
+    log(data.csid_note)
     for name in methods:
         start = cfg.method(name)
         plan = method_plan(start, data, models, objective, out, start.batch_size or cfg.batch_size,
