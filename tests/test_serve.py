@@ -32,6 +32,7 @@ from PIL import Image
 
 from diffguard.cli import build_parser, main
 from diffguard.errors import UserError
+from diffguard.guard.guard import Guard
 from diffguard.serving.batching import ImageBatcher, split_arrays
 from diffguard.serving.server_files import IMPLEMENTATION, RuntimeOptions
 
@@ -144,7 +145,7 @@ def test_serve_write_only_writes_the_mlserver_settings(tmp_path, capsys):
     assert main(["serve", str(guard), "--write-only", "--settings-dir", str(out), "--port", "9100",
                  "--grpc-port", "9101", "--metrics-port", "9102", "--max-batch-images", "16"]) == 0
     server = json.loads((out / "settings.json").read_text())
-    model = json.loads((out / "model-settings.json").read_text())
+    model = json.loads((out / "my-guard" / "model-settings.json").read_text())
     assert (server["http_port"], server["grpc_port"], server["metrics_port"]) == (9100, 9101, 9102)
     assert server["parallel_workers"] == 0 and server["host"] == "127.0.0.1"
     assert model["name"] == "my-guard" and model["implementation"] == IMPLEMENTATION
@@ -164,7 +165,7 @@ def test_serve_refuses_a_folder_that_is_not_a_guard_and_a_bad_name(tmp_path, cap
 
 def test_serve_refuses_a_port_in_use(tmp_path, capsys):
     if not HAVE_MLSERVER:
-        pytest.skip("the port check runs after the MLServer check")
+        pytest.skip("mlserver is not installed, and the port check comes after the MLServer check")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -289,23 +290,22 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def guard(tiny_guard: Path):
-    from diffguard.guard.guard import Guard
-
-    return Guard.load(tiny_guard, device="cpu")
+def guard(server: Server):
+    """The served guard, loaded here to score offline."""
+    return Guard.load(server.guard, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_guard: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     if not HAVE_MLSERVER:
-        pytest.skip("mlserver is not installed: pip install 'diffguard[serve]'")
-    srv = Server(tiny_guard, tmp_path_factory.mktemp("serve"))
+        pytest.skip("mlserver is not installed: pip install 'diffguard[serve]' (make test installs it)")
+    srv = Server(request.getfixturevalue("tiny_guard"), tmp_path_factory.mktemp("serve"))
     srv.start()
     yield srv
     srv.kill()
 
 
-def test_images(n: int, seed: int) -> torch.Tensor:
+def make_images(n: int, seed: int) -> torch.Tensor:
     """n images in [-1, 1]: some like the fake Fashion-MNIST classes (bright band), some noise."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 1, 28, 28, generator=g) * 0.4 - 1.0
@@ -313,9 +313,6 @@ def test_images(n: int, seed: int) -> torch.Tensor:
         c = (seed + i) % 10
         x[i, 0, 2 * c:2 * c + 8, 4:24] += 1.4 if i % 3 else 0.3
     return x.clamp(-1, 1)
-
-
-test_images.__test__ = False  # a helper, not a test
 
 
 def png_files(n: int, seed: int) -> list[bytes]:
@@ -371,7 +368,7 @@ def offline(guard, x: torch.Tensor):
 
 def requests_of_different_sizes() -> list[tuple[dict[str, Any], Any]]:
     """(body, how to get the same images offline) for FP32 and PNG requests of 1..5 images."""
-    fp32 = [test_images(n, seed) for n, seed in ((1, 0), (3, 1), (5, 2), (2, 3), (4, 4))]
+    fp32 = [make_images(n, seed) for n, seed in ((1, 0), (3, 1), (5, 2), (2, 3), (4, 4))]
     pngs = [png_files(n, seed) for n, seed in ((2, 10), (1, 11), (3, 12))]
     return ([(fp32_body(x), lambda g, x=x: x) for x in fp32]
             + [(bytes_body(b), lambda g, b=b: g.decode_images(b)) for b in pngs])
@@ -415,7 +412,7 @@ def test_grpc_answers_equal_offline_scores(server, guard):
     from mlserver.grpc import dataplane_pb2 as pb
     from mlserver.grpc import dataplane_pb2_grpc as pb_grpc
 
-    x = test_images(3, 7)
+    x = make_images(3, 7)
     blobs = png_files(2, 8)
     tensor = pb.ModelInferRequest.InferInputTensor
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
@@ -446,7 +443,7 @@ def bad_requests(guard) -> list[tuple[bytes | dict[str, Any], int, str]]:
         return b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, %d, %d, %d], "data": [%s]}]}' % (
             c, h, w, b", ".join([value] * (c * h * w)))
 
-    good = fp32_body(test_images(1, 5))["inputs"][0]
+    good = fp32_body(make_images(1, 5))["inputs"][0]
     return [
         ({"inputs": [{**good, "name": "pixels"}]}, 400, "no input 'images'"),
         ({"inputs": [good, {**good, "name": "extra"}]}, 400, "nothing else"),
@@ -464,7 +461,7 @@ def bad_requests(guard) -> list[tuple[bytes | dict[str, Any], int, str]]:
 @pytest.mark.slow
 def test_bad_requests_get_a_4xx_with_the_reason_and_the_server_keeps_serving(server, guard):
     bad = bad_requests(guard)
-    good = test_images(2, 9)
+    good = make_images(2, 9)
     bodies = [body for body, _, _ in bad] + [fp32_body(good)]
     with ThreadPoolExecutor(len(bodies)) as pool:  # bad and good requests in the same batching window
         answers = list(pool.map(server.post, bodies))
@@ -490,7 +487,7 @@ def metric_values(text: str, name: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_metrics_count_images_by_predicted_class(server, guard):
-    x = test_images(5, 20)
+    x = make_images(5, 20)
     before = server.metrics_text()
     status, answer = server.post(fp32_body(x))
     assert status == 200

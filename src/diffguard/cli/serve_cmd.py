@@ -1,7 +1,7 @@
 """``diffguard serve GUARD_DIR``: serve a guard folder over REST and gRPC (Open Inference Protocol v2) with MLServer.
 
-Writes MLServer's ``settings.json`` and ``model-settings.json`` into ``--settings-dir`` (default: a new temporary
-folder; the guard folder is never written to) and runs ``mlserver start`` on it in this process, until stopped
+Writes MLServer's ``settings.json`` and ``NAME/model-settings.json`` into ``--settings-dir`` (default: a new
+temporary folder; the guard folder is never written to) and runs ``mlserver start`` on it in this process, until stopped
 (Ctrl-C or SIGTERM). The model is served as ``/v2/models/NAME`` (default NAME: the guard folder's name); metrics
 are on ``http://HOST:METRICS_PORT/metrics``. ``--write-only`` writes the files and prints the command instead.
 
@@ -30,7 +30,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=8080, help="REST port (default: 8080)")
     s.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default: 8081)")
     s.add_argument("--metrics-port", type=int, default=8082, help="Prometheus metrics port (default: 8082)")
-    s.add_argument("--settings-dir", default=None, help="folder for settings.json and model-settings.json "
+    s.add_argument("--settings-dir", default=None, help="folder for settings.json and NAME/model-settings.json "
                    "(default: a new temporary folder)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
         check_mlserver()
         check_ports_free(server)
     folder = Path(args.settings_dir) if args.settings_dir else Path(tempfile.mkdtemp(prefix=f"diffguard-serve-{name}-"))
-    write_settings(folder, name, guard_dir, server, runtime)
-    print(f"MLServer settings: {folder}/settings.json, {folder}/model-settings.json (serve them with "
-          f"`mlserver start {folder}`)")
+    model_file = write_settings(folder, name, guard_dir, server, runtime)
+    print(f"MLServer settings: {folder / 'settings.json'}, {model_file} (serve them with `mlserver start {folder}`)")
     if args.write_only:
         return 0
     print(f"serving guard {guard_dir} as model {name!r}: REST http://{server.host}:{server.http_port}/v2/models/"
