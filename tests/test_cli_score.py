@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from diffguard.cli import main
+from guard_fixtures import make_run
 from diffguard.errors import ConfigError
 
 FAST = ["--set", "inversion.steps=6", "--set", "inversion.cap=4"]
@@ -52,18 +53,7 @@ def test_score_folder_with_bad_files(tmp_path: Path, tiny_models: tuple[Path, Pa
 
 def _run_folder(tmp_path: Path, tiny_models: tuple[Path, Path], fake_fmnist_root: Path) -> Path:
     """A finished tiny benchmark run (MSP, KNN, DiffGuard and their fusions) through the CLI."""
-    clf, diff = tiny_models
-    cfg = {"benchmark": "fmnist6", "classifier": str(clf), "diffusion": str(diff), "batch_size": 4, "limit": 4,
-           "val_limit": 8, "train_limit": 40, "gallery": 1, "data_root": str(fake_fmnist_root),
-           "sets": ["train", "val", "test", "near-fmnist"],
-           "methods": [{"name": "msp"}, {"name": "knn", "params": {"k": 3}},
-                       {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg",
-                        "overrides": ["inversion.steps=6", "inversion.cap=4"]}],
-           "fusion": [{"baseline": "knn", "diffguard": "dg"}]}
-    (tmp_path / "cfg.yaml").write_text(json.dumps(cfg))
-    out = tmp_path / "run"
-    assert main(["benchmark", str(tmp_path / "cfg.yaml"), "--out", str(out), "--no-progress", "--threads", "1"]) == 0
-    return out
+    return make_run(tmp_path, tiny_models, fake_fmnist_root)
 
 
 def test_score_from_a_run_rebuilds_each_method(tmp_path: Path, tiny_models: tuple[Path, Path],

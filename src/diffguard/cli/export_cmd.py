@@ -8,10 +8,7 @@ GUARD_DIR`` use it without the benchmark's data. The export itself reads the run
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from diffguard.errors import ConfigError
-from diffguard.guard.export import check_models, default_method, export_from_run, load_run, method_names
+from diffguard.guard.export import export_run
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -27,15 +24,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    folder = Path(args.results)
-    runner, store = load_run(folder, args.device)
-    with store:
-        check_models(runner, folder)
-        name = args.method or default_method(runner, store)
-        if name is None:
-            raise ConfigError(f"run {folder} names no recommended detector and has no OOD-validation set; choose "
-                              f"one with --method: {', '.join(method_names(runner))}")
-        guard = export_from_run(runner, store, name, folder)
+    guard = export_run(args.results, args.method, args.device)
     out = guard.save(args.out, copy_models=args.copy_models)
     where = "with its model files" if args.copy_models else "pointing at the run's model files"
     print(f"guard {guard.title} [{guard.name}] written to {out} ({where}); threshold {guard.threshold:.6g} keeps "

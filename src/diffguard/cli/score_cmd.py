@@ -29,8 +29,7 @@ import torch
 from diffguard.errors import ConfigError
 from diffguard.bench.image_sources import DataError, read_image_list
 from diffguard.evaluation.ood_metrics import compute_metrics
-from diffguard.guard.export import (FEW_VAL, check_models, default_method, export_from_run, guard_from_config,
-                                    load_run, method_names, read_json)
+from diffguard.guard.export import FEW_VAL, export_run, guard_from_config, read_json
 from diffguard.guard.guard import Guard
 from diffguard.run.run_config import load_run_config
 
@@ -107,16 +106,8 @@ def from_run(args: argparse.Namespace) -> tuple[Guard, str]:
     if args.overrides or args.config or args.classifier or args.diffusion:
         raise ConfigError("--from rebuilds the run's own models and settings; --set, --config, --classifier and "
                           "--diffusion cannot be combined with it")
-    folder = Path(args.from_dir)
-    runner, store = load_run(folder, args.device)
-    with store:
-        check_models(runner, folder)
-        name = args.method or default_method(runner, store)
-        if name is None:
-            raise ConfigError(f"run {folder} has no OOD-validation set to pick its best method; choose one with "
-                              f"--method: {', '.join(method_names(runner))}")
-        guard = export_from_run(runner, store, name, folder)
-    return guard, f"{folder} [{guard.name}], {guard.n_val} ID-val images, 95% TPR"
+    guard = export_run(args.from_dir, args.method, args.device)
+    return guard, f"{args.from_dir} [{guard.name}], {guard.n_val} ID-val images, {guard.tpr:.0%} TPR"
 
 
 def from_config(args: argparse.Namespace) -> tuple[Guard, str]:

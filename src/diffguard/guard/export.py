@@ -184,6 +184,19 @@ def export_from_run(runner: Any, store: Any, name: str, folder: Path | None = No
     return _guard(runner, name, title, built, fusion.fuse(b, d), fusion, f, source)
 
 
+def export_run(folder: str | Path, method: str | None = None, device: str | None = None) -> Guard:
+    """The guard of a results folder's ``method`` (default: :func:`default_method`), its models checked first."""
+    folder = Path(folder)
+    runner, store = load_run(folder, device)
+    with store:
+        check_models(runner, folder)
+        name = method or default_method(runner, store)
+        if name is None:
+            raise ConfigError(f"run {folder} names no recommended detector and has no OOD-validation set to pick "
+                              f"its best method; choose one with --method: {', '.join(method_names(runner))}")
+        return export_from_run(runner, store, name, folder)
+
+
 def _guard(runner: Any, name: str, title: str, parts: dict[str, Part], val: np.ndarray, fusion: Any = None,
            f: Any = None, source: dict[str, Any] | None = None) -> Guard:
     """A guard of built parts whose (fused) ID-val scores are ``val``."""
