@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from diffguard.cli import main
-from diffguard.run.config_check import checked_run_config
+from diffguard.run.config_check import RoleWarning, checked_run_config
 from diffguard.run.run_config import RunConfigError, build_run_config
 from diffguard.run.runner import Runner
 from user_data import make_shapes
@@ -218,3 +218,28 @@ def test_a_benchmark_with_id_and_csid_sets_only_reports_csid_rows(tmp_path: Path
     thresholds = json.loads((out / "thresholds.json").read_text())["thresholds"]
     assert set(thresholds) == {"msp", "knn", "knn+msp:weighted"}
     assert "csid flagged (test)" in (out / "report.html").read_text()
+
+
+def test_val_csid_is_validation_and_a_csid_set_named_val_is_test_data(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Roles, not names: val-rotated (role val_csid) is validation data (val_limit rows, the summary's csid flagged
+    (val)); val-blurred (role csid) is test data (limit rows, csid flagged (test)) and the run warns about its name.
+    With one val_ood set, metrics.md lists it once (no val_ood mean row repeating it)."""
+    bench = yaml.safe_load(make_shapes(tmp_path / "bench").read_text())
+    bench["name"] = "roles-not-names"
+    bench["sets"] += [{"name": "val-rotated", "role": "val_csid", "folder": "data/dim"},
+                      {"name": "val-blurred", "role": "csid", "folder": "data/dim"}]
+    with pytest.warns(RoleWarning, match="'val-blurred' has role 'csid' and is treated as TEST data") as got:
+        out = _run(tmp_path, bench, capsys, limit=5, val_limit=4)
+    assert len(got) == 1 and "val-rotated" not in str(got[0].message)
+    rows = {(r["key"], r["set"]): r for r in json.loads((out / "metrics.json").read_text())}
+    for key in ("msp", "knn", "knn+msp:weighted"):
+        assert rows[key, "val-rotated"]["group"] == rows[key, "val-blurred"]["group"] == "csid"
+        assert rows[key, "val-ood"]["group"] == "val_ood" and (key, "val_ood") not in rows
+    with pytest.warns(RoleWarning):  # the folder's run config rebuilds the same plan, and warns again
+        runner = Runner(build_run_config(json.loads((out / "run_config.json").read_text())), out, progress=False)
+    assert len(runner.plan["val-rotated"]) == 4 and len(runner.plan["val-blurred"]) == 5
+    md = (out / "metrics.md").read_text()
+    assert md.count("| val-ood |") == md.count("| val-rotated |") == md.count("| val-blurred |") == 3
+    html = (out / "report.html").read_text()
+    assert "csid flagged (val)" in html and "csid flagged (test)" in html and "AUROC val_ood" in html

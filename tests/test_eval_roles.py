@@ -12,7 +12,9 @@ import pytest
 
 from diffguard.bench.definitions import BenchmarkSpec, SetSpec
 from diffguard.evaluation import evaluate_run as ev_mod
-from diffguard.evaluation.evaluate_run import evaluate, ood_groups, summary_rows, write_outputs
+from diffguard.evaluation.evaluate_run import evaluate, ood_groups, summary_rows, val_csid_rows, write_outputs
+from diffguard.bench.definitions import ROLES
+from diffguard.run.config_check import RoleWarning, role_warnings
 from diffguard.run.plan import is_validation
 from diffguard.run.run_config import build_run_config
 from diffguard.run.runner import Runner
@@ -25,7 +27,7 @@ def _spec(root: Path) -> BenchmarkSpec:
     base = make_imglist_benchmark(root, n=5, size=28, channels=1, num_classes=6)
     extra = (SetSpec("valood-a", "val_ood", "benchmark_imglist/tiny/far1.txt", "images_classic"),
              SetSpec("valood-b", "val_ood", "benchmark_imglist/tiny/near1.txt", "images_classic"),
-             SetSpec("val-csid", "csid", "benchmark_imglist/tiny/val.txt", "images_classic"),
+             SetSpec("val-csid", "val_csid", "benchmark_imglist/tiny/val.txt", "images_classic"),
              SetSpec("test-csid", "csid", "benchmark_imglist/tiny/test.txt", "images_classic"))
     return dataclasses.replace(base, sets=base.sets + extra)
 
@@ -72,7 +74,23 @@ def test_row_plan_limits_validation_sets_by_val_limit(tmp_path: Path) -> None:
     assert sizes == {"train": 4, "val": 2, "test": 3, "near1": 3, "far1": 3, "valood-a": 2, "valood-b": 2,
                      "val-csid": 2, "test-csid": 3}
     assert runner.eval_sets() == [n for n in sizes if n != "train"]  # every set but train is scored
-    assert is_validation("csid", "val-csid") and not is_validation("csid", "test-csid")
+    assert [r for r in ROLES if is_validation(r)] == ["val", "val_ood", "val_csid"]  # the role alone decides
+
+
+def test_a_csid_set_named_val_is_test_data_and_warned_about(tmp_path: Path) -> None:
+    """The old name rule is gone: a csid set called val-blurred gets the test ``limit``, a test csid row and a
+    RoleWarning telling its author to give it role val_csid."""
+    spec = _spec(tmp_path / "data")
+    spec = dataclasses.replace(spec, sets=(*spec.sets, SetSpec("val-blurred", "csid", "benchmark_imglist/tiny/val.txt",
+                                                               "images_classic")))
+    cfg = build_run_config({"benchmark": "tiny", "data_root": str(tmp_path / "data"), "limit": 3, "val_limit": 2,
+                            "methods": [{"name": "msp"}]})
+    with pytest.warns(RoleWarning, match=r"^set 'val-blurred' has role 'csid' and is treated as TEST data.*"
+                                         r"give it 'role: val_csid'$") as got:
+        runner = Runner(cfg, tmp_path / "out", progress=False, spec=spec)
+    assert len(got) == 1 and role_warnings(_spec(tmp_path / "data")) == []
+    assert len(runner.plan["val-blurred"]) == 3 and len(runner.plan["val-csid"]) == 2
+    assert val_csid_rows(runner) == ["val-csid"]
 
 
 def test_roles_join_the_right_groups_and_csid_flag_rate(tmp_path: Path) -> None:
@@ -138,3 +156,26 @@ def test_missing_validation_scores_make_a_method_incomplete(tmp_path: Path) -> N
         ev = evaluate(runner, store)
     assert ev.complete == ["msp"] and ev.incomplete == {"dg": 5}
     assert not any(r["key"].startswith("dg") for r in ev.rows)
+
+
+def test_metrics_md_lists_each_validation_set_once(tmp_path: Path) -> None:
+    """With one OOD-validation set there is no val_ood mean row (it would repeat the set's row); the summary's
+    AUROC val_ood is that set's AUROC. Each val_ood and val_csid set has one row per method in metrics.md."""
+    spec = _spec(tmp_path / "data")
+    spec = dataclasses.replace(spec, sets=tuple(s for s in spec.sets if s.name != "valood-b"))
+    cfg = build_run_config({"benchmark": "tiny", "data_root": str(tmp_path / "data"), "limit": None,
+                            "val_limit": None, "methods": [{"name": "msp"}]})
+    runner = Runner(cfg, tmp_path / "out", progress=False, spec=spec)
+    _fill(runner)
+    from diffguard.run.store import ResultStore
+
+    with ResultStore(runner.out / "results.sqlite", runner.manifest) as store:
+        ev = evaluate(runner, store)
+        write_outputs(runner, store, ev, {"machine": "test"})
+    md = (tmp_path / "out" / "metrics.md").read_text().splitlines()
+    val_lines = [line for line in md if "| val_ood |" in line or "val-csid" in line]
+    assert [line.split(" | ")[2] for line in val_lines] == ["valood-a", "val-csid"]
+    assert not any(line.startswith("| msp | msp | val_ood |") for line in md)
+    (summary,) = summary_rows(runner, ev)
+    assert summary["AUROC val_ood"] == 1.0 and summary["csid flagged (val)"] == pytest.approx(0.2)
+    assert summary["csid flagged (test)"] == pytest.approx(0.4)

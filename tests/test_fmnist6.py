@@ -32,9 +32,10 @@ def _check_definition(sets, n_train_known: int, n_test_known: int, n_test_unknow
     # classes) and from test / near-fmnist (other split)
     assert not set(sets["val-ood"].ids.tolist()) & (set(train.ids.tolist()) | set(val.ids.tolist()))
     # csid copies: the clean set's ids and true labels, other pixels
-    for clean, shifted in (("val", "val-csid"), ("test", "test-csid")):
+    for clean, shifted, role in (("val", "val-csid", "val_csid"), ("test", "test-csid", "csid")):
         a, b = sets[clean], sets[shifted]
-        assert torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels) and b.role == "csid"
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels)
+        assert b.role == role == fmnist6.ROLES[shifted]  # val-csid is validation data by its role, test-csid test
         assert (a.images != b.images).flatten(1).any(1).float().mean() > 0.95
 
 

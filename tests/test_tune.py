@@ -4,6 +4,7 @@ DiffGuard's post-hoc distance choice, fusion-rule tuning and the report files.""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
+import diffguard.tune.data as tune_data
 from diffguard.errors import ConfigError, UserError
-from diffguard.bench.definitions import BenchmarkSpec, SetSpec
+from diffguard.bench.definitions import BenchmarkSpec, SetSpec, get_benchmark
+from diffguard.bench.user_yaml import load_benchmark_file
 from diffguard.run.run_config import build_run_config, load_run_config
 from diffguard.specs.method_specs import MethodConfig
 from diffguard.tune import Limits, Objective, TestDataRefused, ValidationData, space_for, tune, tuning_role
@@ -22,10 +25,13 @@ from diffguard.detectors.detector import DETECTORS, Baseline, detector_factory, 
 from diffguard.detectors.diffguard_presets import DIFFGUARD_SPACE, PRESETS
 from diffguard.tune.space import Space, apply_values, cat
 from diffguard.tune.study import StudyPlan, load_studies, run_study, storage_for
+from diffguard.tune.data import TUNING_ROLES, csid_note, csid_split, tuning_sets
+from diffguard.tune.trials import evaluate_column
+from user_data import make_shapes
 
 FAST = ["inversion.steps=4", "inversion.cap=3"]
 SETS = [("train", "train", 60), ("val", "val", 12), ("test", "id", 4), ("val-ood", "val_ood", 8),
-        ("val-far", "val_ood", 6), ("val-csid", "csid", 8), ("test-csid", "csid", 4), ("near1", "near", 4)]
+        ("val-far", "val_ood", 6), ("val-csid", "val_csid", 8), ("test-csid", "csid", 4), ("near1", "near", 4)]
 
 
 def make_benchmark(root: Path) -> BenchmarkSpec:
@@ -40,7 +46,7 @@ def make_benchmark(root: Path) -> BenchmarkSpec:
             arr = rng.integers(0, 60, (28, 28)).astype(np.uint8)
             if not ood:
                 arr[2 * (i % 6): 2 * (i % 6) + 8, 4:24] += 180
-            if role == "csid":
+            if role in ("csid", "val_csid"):
                 arr = np.roll(arr, 1, axis=1)
             Image.fromarray(arr).save(folder / f"{i}.png")
             lines.append(f"{name}/{i}.png {-1 if ood else i % 6}")
@@ -203,7 +209,7 @@ def test_refuses_every_test_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for name in ("test", "near1", "test-csid"):
         with pytest.raises(TestDataRefused, match=f"refusing set '{name}'"):
             tuning_role(spec, name)
-    assert tuning_role(spec, "val-csid") == "csid" and tuning_role(spec, "val-far") == "val_ood"
+    assert tuning_role(spec, "val-csid") == "val_csid" and tuning_role(spec, "val-far") == "val_ood"
     with pytest.raises(TestDataRefused):
         ValidationData(spec, str(tmp_path), Limits(), sets=["val", "val-ood", "test"])
     opened: list[str] = []
@@ -441,30 +447,58 @@ def test_report_labels_the_score_and_old_rankings() -> None:
     assert trial_note(older) == "objective of single distances (pairs not yet deployable)"
 
 
-def test_csid_sets_for_tuning_are_the_benchmarks_csid_validation_sets(tmp_path: Path) -> None:
-    """The one rule (diffguard.run.plan.is_validation): a csid set named val* is validation data, which tuning uses;
-    every other csid set is test data, never opened. fmnist6 tunes on val-csid exactly, as before."""
-    from diffguard.bench.definitions import get_benchmark
-    from diffguard.tune.data import csid_note, csid_split, tuning_sets
+# fmnist6's note, and the tiny benchmark's (same csid set names)
+CSID_NOTE = ("covariate-shifted ID sets used for tuning (role val_csid): val-csid; csid test sets, never opened: "
+             "test-csid")
 
+
+def test_fmnist6_tunes_on_val_csid_exactly_as_before() -> None:
+    """fmnist6's val-csid has role val_csid now (it was a csid set named val*): tuning opens the same sets, in the same
+    order, with the same limits as the committed study recorded, so its rows (select_rows of the same size, seed and
+    name) and every number are unchanged; only the recorded role name differs."""
     fmnist6 = get_benchmark("fmnist6")
-    assert tuning_sets(fmnist6)["csid"] == ["val-csid"] and csid_split(fmnist6) == (["val-csid"], ["test-csid"])
-    note = csid_note(fmnist6)
-    assert note == ("covariate-shifted ID sets used for tuning (role csid, name starting with 'val'): val-csid; "
-                    "csid test sets, never opened: test-csid")
-    tiny = make_benchmark(tmp_path)  # a user benchmark whose one csid set is not named val*
-    user = dataclasses.replace(tiny, sets=(*(s for s in tiny.sets if s.role != "csid"),
-                                           SetSpec("blurred", "csid", "l", "i")))
-    assert tuning_sets(user)["csid"] == []
-    with pytest.raises(TestDataRefused, match="'blurred'.*name starts with 'val'"):
-        tuning_role(user, "blurred")
-    assert csid_note(user).startswith("no covariate-shifted ID validation set") and \
-        csid_note(user).endswith("never opened: blurred")
+    assert tuning_sets(fmnist6)["val_csid"] == ["val-csid"] and csid_split(fmnist6) == (["val-csid"], ["test-csid"])
+    assert csid_note(fmnist6) == CSID_NOTE
+    db = Path(__file__).resolve().parents[1] / "docs" / "results" / "tune-fmnist6" / "tune.sqlite"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        (value,) = con.execute("SELECT a.value_json FROM study_user_attributes a JOIN studies s USING (study_id) "
+                               "WHERE a.key = 'setup' AND s.study_name = 'msp'").fetchone()
+    stored = json.loads(value)["data"]
+    allowed = tuning_sets(fmnist6)
+    roles = {n: r for r in TUNING_ROLES for n in allowed[r]}
+    assert list(roles) == list(stored["roles"]) and stored["roles"]["val-csid"] == "csid"
+    assert {n: ("csid" if r == "val_csid" else r) for n, r in roles.items()} == stored["roles"]
+    limits = Limits(**stored["limits"])
+    assert {n: limits.of(r) for n, r in roles.items()} == stored["rows"]  # every set holds more images than this
+
+
+def test_a_user_val_csid_set_is_tuned_on_and_a_csid_set_named_val_is_not(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The role decides, never the name: a val_csid set is validation data (opened, limited by the csid limit, in the
+    objective's csid rate); a csid set named val-blurred is test data, refused, and the note warns about it."""
+    path = make_shapes(tmp_path)
+    path.write_text(path.read_text() + "  - {name: val-rotated, role: val_csid, folder: data/dim}\n"
+                    "  - {name: val-blurred, role: csid, folder: data/dim}\n")
+    spec = load_benchmark_file(path)
+    assert tuning_sets(spec)["val_csid"] == ["val-rotated"]
+    with pytest.raises(TestDataRefused, match="'val-blurred' .*role csid, test data .*role val_csid"):
+        tuning_role(spec, "val-blurred")
+    assert csid_note(spec) == (
+        "covariate-shifted ID sets used for tuning (role val_csid): val-rotated; csid test sets, never opened: dim, "
+        "val-blurred; warning: set 'val-blurred' has role 'csid' and is treated as TEST data (its name no longer "
+        "makes it validation data); if it is validation data, give it 'role: val_csid'")
+    opened: list[str] = []
+    real = tune_data.open_benchmark
+    monkeypatch.setattr(tune_data, "open_benchmark", lambda s, r, names: opened.extend(names) or real(s, r, names))
+    data = ValidationData(spec, None, Limits(val=6, val_ood=2, csid=4, seed=0))
+    assert opened == ["train", "val", "val-ood", "val-rotated"] and data.size("val-rotated") == 4
+    assert data.eval_sets() == ["val", "val-ood", "val-rotated"] and data.csid_note == csid_note(spec)
+    cols = {n: {"s": np.arange(data.size(n), dtype=float)} for n in data.eval_sets()}
+    cols["val-rotated"]["s"] = np.array([0.0, 0.0, 99.0, 99.0])  # half above ID-val's 95th percentile
+    assert evaluate_column(cols, data, Objective(), "s").csid_flag_rate == 0.5
 
 
 def test_the_tune_log_and_report_name_the_csid_sets_used(tuned) -> None:
     out, _, log = tuned
-    line = ("covariate-shifted ID sets used for tuning (role csid, name starting with 'val'): val-csid; csid test "
-            "sets, never opened: test-csid")
-    assert line in log
-    assert f"**Covariate-shifted ID:** {line}." in (out / "report.md").read_text()
+    assert CSID_NOTE in log
+    assert f"**Covariate-shifted ID:** {CSID_NOTE}." in (out / "report.md").read_text()

@@ -50,6 +50,20 @@ def test_definition_gives_roles_labels_ids_and_shapes(shapes: Path) -> None:
     assert resolve_benchmark(str(shapes)) == spec
 
 
+def test_val_csid_is_a_role_of_its_own(shapes: Path) -> None:
+    """role: val_csid is read as written (covariate-shifted ID validation), its folder may leave classes out like a
+    csid folder's, and it survives the definition's round trip."""
+    d = _definition(shapes)
+    d["sets"].append({"name": "val-dim", "role": "val_csid", "folder": "data/dim"})
+    shutil.rmtree(shapes.parent / "data" / "dim" / "square")
+    spec = benchmark_from_dict(d, shapes.parent)
+    assert spec.get("val-dim").role == "val_csid" and not spec.get("val-dim").ood
+    assert benchmark_from_dict(benchmark_dict(spec)) == spec
+    src = open_benchmark(spec, None, ["val-dim", "dim"])
+    assert sorted(set(src["val-dim"].labels.tolist())) == [0, 2] and torch.equal(src["val-dim"].labels,
+                                                                                 src["dim"].labels)
+
+
 def test_relative_paths_start_at_the_yaml_folder(shapes: Path, tmp_path: Path, monkeypatch) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -79,7 +93,7 @@ def test_unusable_folders_are_refused(shapes: Path, change, error, match) -> Non
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda d: d["sets"][0].update(role="ood"), "role 'ood' is not one of train, val, val_ood, id, csid"),
+    (lambda d: d["sets"][0].update(role="ood"), "role 'ood' is not one of train, val, val_ood, val_csid, id, csid"),
     (lambda d: d["sets"][0].update(list="x.txt"), "either 'folder"),
     (lambda d: d["sets"][2].pop("root"), "'list' needs 'root'"),
     (lambda d: d.update(channels=2), "'channels' must be 1"),

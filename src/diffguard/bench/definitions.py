@@ -13,8 +13,10 @@ config (:mod:`diffguard.bench.user_yaml` reads and checks the definition); :func
 registered name, a path to a definition file, a definition mapping or a spec.
 
 Roles: ``train`` (fits, training), ``val`` (ID validation: thresholds, fusion), ``val_ood`` (OOD validation),
-``id`` (the one ID test set), ``csid`` (covariate-shifted ID: known classes, labels >= 0, not to be flagged),
-``near`` and ``far`` (OOD test sets, labels -1).
+``val_csid`` (covariate-shifted ID validation: known classes, mildly corrupted, labels >= 0; tuning measures
+thresholds' false alarms on it; never a test set), ``id`` (the one ID test set), ``csid`` (covariate-shifted ID test
+data: known classes, labels >= 0, not to be flagged), ``near`` and ``far`` (OOD test sets, labels -1). Validation
+data is chosen by role only (:data:`VALIDATION_ROLES`), never by a set's name.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ from diffguard.bench.image_sources import DataError, ImageListSource, ImageSourc
 from diffguard.registry import Registry
 from diffguard.data import fmnist6 as f
 
-Role = Literal["train", "val", "val_ood", "id", "csid", "near", "far"]
+Role = Literal["train", "val", "val_ood", "val_csid", "id", "csid", "near", "far"]
 ROLES: tuple[str, ...] = get_args(Role)
 OOD_ROLES = ("val_ood", "near", "far")
+VALIDATION_ROLES: tuple[Role, ...] = ("val", "val_ood", "val_csid")
+"""The roles of validation data (row limit ``val_limit``, seen by tuning); every other scored set is test data."""
+CSID_ROLES: tuple[Role, ...] = ("val_csid", "csid")
+"""Covariate-shifted ID sets (known classes, not to be flagged): validation (``val_csid``) and test (``csid``)."""
 RUN_NEEDS: tuple[Role, ...] = ("id", "val")  # the sets every benchmark run uses (train only for fitting methods)
 BENCHMARKS: Registry["BenchmarkSpec"] = Registry("benchmark")
 GROUP_ROWS: tuple[str, ...] = ("near", "far", "all", "val_ood")

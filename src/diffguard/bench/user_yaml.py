@@ -11,14 +11,17 @@ A definition (every relative path resolves against the folder of the YAML file t
       - {name: train, role: train, folder: data/train}      # one sub-folder per class: data/train/circle/...
       - {name: val, role: val, folder: data/val}
       - {name: test, role: id, list: lists/test.txt, root: data}   # OpenOOD list: "<relative/path> <label>"
-      - {name: rotated, role: csid, folder: data/rotated}   # covariate-shifted ID (labels from class folders)
+      - {name: rotated, role: csid, folder: data/rotated}   # covariate-shifted ID test data (class folders)
+      - {name: val-rotated, role: val_csid, folder: data/val-rotated}   # the same, for validation and tuning
       - {name: val-ood, role: val_ood, folder: data/val-ood}
       - {name: letters, role: near, folder: data/letters}   # OOD folders: any files / sub-folders, labels -1
       - {name: noise, role: far, folder: data/noise}
 
-Roles: train, val, val_ood, id (exactly one: the ID test set), csid, near, far. A run needs the id and val sets,
-fitting methods (KNN, ViM, MDS) and ``diffguard train --data`` the train set(s). ID folders (train, val, id) must hold
-a sub-folder with images for every class; csid folders may leave classes out. Runs store the resolved definition
+Roles: train, val, val_ood, val_csid, id (exactly one: the ID test set), csid, near, far. Validation data is chosen
+by role, never by name: val, val_ood and val_csid (covariate-shifted ID validation, which tuning uses) are
+validation data, every csid set is test data. A run needs the id and val sets, fitting methods (KNN, ViM, MDS) and
+``diffguard train --data`` the train set(s). ID folders (train, val, id) must hold a sub-folder with images for every
+class; csid and val_csid folders may leave classes out. Runs store the resolved definition
 (absolute paths, :func:`benchmark_dict`) in ``run_config.json``, so a results folder rebuilds it alone.
 """
 
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diffguard.errors import ConfigError
-from diffguard.bench.definitions import BENCHMARKS, ROLES, SET_ROW_PREFIX, BenchmarkSpec, SetSpec
+from diffguard.bench.definitions import BENCHMARKS, CSID_ROLES, ROLES, SET_ROW_PREFIX, BenchmarkSpec, SetSpec
 from diffguard.bench.image_sources import DataError, ImageFolderSource, ImageListSource, ImageSource, image_files
 from diffguard.yaml_mapping import read_mapping
 
@@ -241,7 +244,7 @@ def open_user_sets(spec: BenchmarkSpec, wanted: list[SetSpec]) -> dict[str, Imag
         if s.folder:
             classes = None if s.ood else spec.class_names
             out[s.name] = ImageFolderSource(s.name, s.folder, spec.image_size, spec.channels, classes,
-                                            every_class=s.role != "csid")
+                                            every_class=s.role not in CSID_ROLES)
         else:
             out[s.name] = ImageListSource(s.name, s.list_path, s.image_dir, spec.image_size, spec.channels,
                                           ood=s.ood, num_classes=spec.num_classes)

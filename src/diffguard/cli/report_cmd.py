@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     cfg_file = folder / "run_config.json"
     if not cfg_file.is_file():
         raise StoreError(f"{folder} has no run_config.json; is it a folder written by `diffguard benchmark`?")
+    _results_file(folder)  # a folder of metrics only (e.g. docs/results/) cannot be recomputed
     data = json.loads(cfg_file.read_text())
     fusion = data.pop("fusion", [])
     cfg = build_run_config({**data, "fusion": fusion})

@@ -1,5 +1,6 @@
 """``diffguard tune CONFIG``: hyper-parameter search for methods of a config (and fusion rules) on validation data
-only -- ID-val, OOD-val and the csid sets named ``val*`` (never the ID test set, near / far OOD or test csid).
+only -- ID-val, OOD-val and the covariate-shifted ID validation sets (role ``val_csid``; never the ID test set,
+near / far OOD or test csid).
 
 Studies live in ``<out>/tune.sqlite`` (Optuna): a rerun of the same command resumes, ``--trials`` counting the total.
 Outputs: ``report.md``, ``objective_vs_cost.png``, ``tuned.yaml`` (a config with the chosen specs) and ``tune.json``.

@@ -21,13 +21,13 @@ Validation and covariate-shift sets (never used for training; both models train 
   sinusoidal stripes (random orientation, period 3-10 px, phase, amplitude 0.6-1), smoothed noise (white noise
   blurred with sigma 1-2.5 px, stretched to [-1, 1]) and 1-4 bright Gaussian blobs (sigma 2-5 px) on the -1
   background;
-* covariate-shifted ID (role ``csid``, labels = the true class): ``val-csid`` (every ``val`` image) and
-  ``test-csid`` (every ``test`` image), each image with one mild corruption (blur, noise, 1-2 px shift, contrast,
-  JPEG; recipe in :mod:`diffguard.data.corruptions`), seeds :data:`CSID_SEEDS`. Ids are the source image's.
-  The shipped classifier keeps most of its accuracy (it never saw corrupted images): ``test`` 96.28 %,
-  ``test-csid`` 94.42 % (per kind: blur 94.57, noise 93.84, shift 96.22, contrast 95.42, JPEG 91.89 %);
-  ``val`` 96.97 %, ``val-csid`` 95.20 %. Reproduce with ``python scripts/fmnist6_csid_accuracy.py`` (CPU, about
-  two CPU-minutes).
+* covariate-shifted ID (labels = the true class): ``val-csid`` (role ``val_csid``, validation: every ``val``
+  image) and ``test-csid`` (role ``csid``, test data: every ``test`` image), each image with one mild corruption
+  (blur, noise, 1-2 px shift, contrast, JPEG; recipe in :mod:`diffguard.data.corruptions`), seeds
+  :data:`CSID_SEEDS`. Ids are the source image's. The shipped classifier keeps most of its accuracy (it never saw
+  corrupted images): ``test`` 96.28 %, ``test-csid`` 94.42 % (per kind: blur 94.57, noise 93.84, shift 96.22,
+  contrast 95.42, JPEG 91.89 %); ``val`` 96.97 %, ``val-csid`` 95.20 %. Reproduce with
+  ``python scripts/fmnist6_csid_accuracy.py`` (CPU, about two CPU-minutes).
 
 All images are float32 (N, 1, 28, 28) in [-1, 1] (background -1). OOD labels are -1.
 """
@@ -63,12 +63,12 @@ VAL_FAR_COUNT = 1000
 VAL_FAR_SEED = 3  # the far-OOD test noise uses torch generators seeded 1 and 2
 CSID_SEEDS = {"val-csid": 4, "test-csid": 5}
 
-Role = Literal["train", "val", "val_ood", "id", "csid", "near", "far"]
+Role = Literal["train", "val", "val_ood", "val_csid", "id", "csid", "near", "far"]
 SET_NAMES = ("train", "val", "test", "near-fmnist", "far-digits", "far-gaussian", "far-uniform",
              "val-ood", "val-far", "val-csid", "test-csid")
 ROLES: dict[str, Role] = {"train": "train", "val": "val", "test": "id", "near-fmnist": "near", "far-digits": "far",
                           "far-gaussian": "far", "far-uniform": "far", "val-ood": "val_ood", "val-far": "val_ood",
-                          "val-csid": "csid", "test-csid": "csid"}
+                          "val-csid": "val_csid", "test-csid": "csid"}
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,9 @@ def noise_set(name: Literal["far-gaussian", "far-uniform"], count: int = NOISE_C
 
 def csid_set(name: Literal["val-csid", "test-csid"], clean: ImageSet) -> ImageSet:
     """Every image of ``clean`` (``val`` or ``test``) with one mild corruption seeded by (CSID_SEEDS[name], id);
-    labels and ids are the clean set's."""
+    labels and ids are the clean set's; role ``val_csid`` (validation) or ``csid`` (test), as in :data:`ROLES`."""
     images, _ = corrupt(clean.images, clean.ids, CSID_SEEDS[name])
-    return ImageSet(name, "csid", images, clean.labels.clone(), clean.ids.clone())
+    return ImageSet(name, ROLES[name], images, clean.labels.clone(), clean.ids.clone())
 
 
 def val_far_set(count: int = VAL_FAR_COUNT) -> ImageSet:

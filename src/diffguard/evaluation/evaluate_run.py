@@ -8,12 +8,13 @@ over the sets of the group. A set named like a group row (a user set called ``ne
 group rows never collide. A benchmark without OOD test sets (ID and csid sets only) has no AUROC rows: its csid rows
 and thresholds are what it reports. Validation and covariate-shift sets never enter those rows nor the ID-test metrics:
 
-* OOD validation (role ``val_ood``): each set is compared with ID-val (group ``val_ood``, one row per set and their
-  unweighted mean, row ``val_ood``); these are the numbers tuning may optimise;
-* covariate-shifted ID (role ``csid``): known classes that a detector should not flag. Each csid set's row holds
-  ``csid flagged``, the share of its images scoring above the method's threshold (the 95th percentile of its ID-val
-  scores, kept in thresholds.json; ID-val itself is flagged at 5 %, the clean rate), and ``ACC``, the classifier's
-  accuracy on the set. The summary shows the mean over test csid sets and over validation (``val*``) csid sets.
+* OOD validation (role ``val_ood``): each set is compared with ID-val (group ``val_ood``, one row per set and, with
+  two or more sets, their unweighted mean, row ``val_ood``); these are the numbers tuning may optimise;
+* covariate-shifted ID (roles ``val_csid``, validation, and ``csid``, test): known classes that a detector should
+  not flag. Each such set's row (group ``csid``) holds ``csid flagged``, the share of its images scoring above the
+  method's threshold (the 95th percentile of its ID-val scores, kept in thresholds.json; ID-val itself is flagged at
+  5 %, the clean rate), and ``ACC``, the classifier's accuracy on the set. The summary shows the mean over the test
+  (``csid``) sets and over the validation (``val_csid``) sets.
 
 A method missing scores for some planned rows is reported as incomplete and left out of the tables.
 """
@@ -24,11 +25,11 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from diffguard.bench.definitions import metric_row_name
+from diffguard.bench.definitions import CSID_ROLES, metric_row_name
 from diffguard.run.runner import Runner
 from diffguard.run.store import ResultStore
 from diffguard.evaluation.validation_rows import TPR, csid_accuracy, csid_columns, shift_rows, threshold_at_tpr
@@ -64,7 +65,7 @@ def role_sets(runner: Runner, *roles: str) -> list[str]:
 
 
 def test_sets(runner: Runner) -> list[str]:
-    """The ID test set and the OOD test sets (roles id, near, far; not train / val / val_ood / csid)."""
+    """The ID test set and the OOD test sets (roles id, near, far; not train / val / val_ood / val_csid / csid)."""
     return role_sets(runner, "id", "near", "far")
 
 
@@ -154,7 +155,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     test = runner.spec.test_set
     val = runner.spec.by_role("val")[0].name
     val_scores = {m: planned_scores(runner, store, m, val) for m in names}
-    shift = role_sets(runner, "val_ood", "csid")  # validation OOD and covariate-shifted ID sets
+    shift = role_sets(runner, "val_ood", *CSID_ROLES)  # validation OOD and covariate-shifted ID sets
     roles = {n: runner.spec.get(n).role for n in shift}
     shifted = {m: {n: planned_scores(runner, store, m, n) for n in shift} for m in names}
     for m in names:
@@ -163,7 +164,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     ood_sets = groups.get("all", [])
     is_test = table.set_names == test
     acc = accuracy(table.labels[is_test], table.predictions[is_test])
-    csid_acc = csid_accuracy(store, [n for n in shift if roles[n] == "csid"])
+    csid_acc = csid_accuracy(store, [n for n in shift if roles[n] in CSID_ROLES])
     sel = {n: table.set_names == n for n in [test, *ood_sets]}
     missing = {m: int(np.isnan(table.scores[m]).sum() + np.isnan(val_scores[m]).sum()
                       + sum(int(np.isnan(v).sum()) for v in shifted[m].values())) for m in names}
@@ -262,24 +263,31 @@ def summary_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
     against OOD-val, the share of csid images flagged (test and validation csid sets), and the method's own compute
     seconds per image (the shared classifier pass excluded; a fusion counts both of its methods)."""
     rows = []
+    val_csid = val_csid_rows(runner)
     for key, title in ev.titles.items():
         got = {r["set"]: r for r in ev.rows if r["key"] == key}
-        rows.append(_group_row("method", title, got, ev.cost.get(key)))
+        rows.append(_group_row("method", title, got, ev.cost.get(key), val_csid))
     return rows
 
 
-def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]],
-               seconds: float | None = None) -> dict[str, Any]:
+def val_csid_rows(runner: Runner) -> list[str]:
+    """The metric row names of the run's covariate-shifted ID validation sets (role ``val_csid``)."""
+    return [metric_row_name(n) for n in role_sets(runner, "val_csid")]
+
+
+def _group_row(label_key: str, label: str, got: dict[str, dict[str, Any]], seconds: float | None = None,
+               val_csid: Sequence[str] = ()) -> dict[str, Any]:
     """AUROC of each group row present in ``got`` (set -> metric row), both FPR@95 of the "all" row (when the run
-    has OOD test sets), the AUROC of the "val_ood" row, the mean share flagged of the test and of the validation
-    csid sets (those present) and, when given, the compute seconds per image."""
+    has OOD test sets), the AUROC of ID-val against OOD-val, the mean share flagged of the test csid sets and of the
+    validation ones (``val_csid``: their row names; those present) and, when given, the compute seconds per
+    image."""
     row: dict[str, Any] = {label_key: label}
     for g in ("near", "far", "all"):
         if g in got:
             row[f"AUROC {g}"] = got[g]["AUROC"]
     for c in ABLATION_COLUMNS[1:] if "all" in got else ():
         row[f"{c} all"] = got["all"][c]
-    row.update(csid_columns(got))
+    row.update(csid_columns(got, val_csid))
     if seconds is not None:
         row["s / image"] = seconds
     return row
@@ -291,10 +299,11 @@ ABLATION_COLUMNS = ("AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)")
 def ablation_rows(runner: Runner, ev: Evaluation) -> list[dict[str, Any]]:
     """One row per variant (method, in config order): AUROC per group and both FPR@95 over all OOD sets."""
     rows = []
+    val_csid = val_csid_rows(runner)
     for m in runner.cfg.methods:
         got = {r["set"]: r for r in ev.rows if r["key"] == m.name}
         if got:
-            rows.append(_group_row(runner.cfg.ablation or "variant", m.title, got, ev.cost.get(m.name)))
+            rows.append(_group_row(runner.cfg.ablation or "variant", m.title, got, ev.cost.get(m.name), val_csid))
     return rows
 
 

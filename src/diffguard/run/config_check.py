@@ -14,7 +14,8 @@ definition). What is checked:
   names a method or fusion key of the config;
 * ``--methods``: each name is a method of the config;
 * the benchmark: every set name in ``sets:``, the roles a run needs, an ID-train set when a method fits on one, no
-  set named with the reserved ``set:`` prefix;
+  set named with the reserved ``set:`` prefix; a ``csid`` set named ``val...`` is not refused but gets a
+  :class:`RoleWarning` (:func:`role_warnings`): it is test data, validation data has ``role: val_csid``;
 * models, from their specs and the small JSON files of model folders (no weights are read): the spec's type and
   keys, local files that do not exist, and classes, channels and (for ``diffguard train`` diffusion folders, which
   run at the image size) image size against the benchmark. A diffusion model is only checked when a method needs
@@ -27,6 +28,7 @@ import dataclasses
 import inspect
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, get_args
@@ -42,6 +44,7 @@ from diffguard.distances.combined import check_scales, score_names
 from diffguard.errors import UnknownNameError, UserError
 from diffguard.model_files import shipped_or_path, shipped_path
 from diffguard.registry import Registry
+from diffguard.run.plan import legacy_csid_names, legacy_csid_warning
 from diffguard.run.run_config import RunConfig, RunConfigError, parse_run_config, problem_lines
 from diffguard.specs.method_specs import MethodConfig, check_reuse
 from diffguard.specs.model_specs import CLASSIFIER_TYPES, DIFFUSION_TYPES
@@ -63,10 +66,15 @@ def check_run_config(cfg: RunConfig, spec: BenchmarkSpec, requested: Sequence[st
 
     Raises:
         RunConfigError: one line per problem.
+
+    Warns:
+        RoleWarning: one per :func:`role_warnings` line (the run goes on).
     """
     problems = run_config_problems(cfg, spec, requested, needs)
     if problems:
         raise RunConfigError(problems)
+    for note in role_warnings(spec):
+        warnings.warn(note, RoleWarning, stacklevel=2)
 
 
 def checked_run_config(data: Mapping[str, Any], overrides: Sequence[str] = (),
@@ -274,6 +282,15 @@ def benchmark_problems(cfg: RunConfig, spec: BenchmarkSpec, needs: Sequence[Role
         problems.append(f"method(s) {fitting} fit on ID-train data, but benchmark {spec.name!r} has no set with role "
                         "'train': add one, or leave those methods out")
     return problems
+
+
+class RoleWarning(UserWarning):
+    """A benchmark set whose role may not be what its author meant (the run goes on)."""
+
+
+def role_warnings(spec: BenchmarkSpec) -> list[str]:
+    """One line per ``csid`` set named ``val...``: test data, though the old name rule made it validation data."""
+    return [legacy_csid_warning(n) for n in legacy_csid_names(spec)]
 
 
 # -- models --------------------------------------------------------------------------------------------------------

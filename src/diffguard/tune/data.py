@@ -1,12 +1,13 @@
 """The only data a tuner sees: ID-train (fits), ID-val, OOD-val and the covariate-shifted ID validation sets.
 
-Which covariate-shifted ID sets tuning uses (role ``csid``: known classes, mildly corrupted, not to be flagged):
-those that are validation data by the benchmark's one rule, :func:`~diffguard.run.plan.is_validation` -- a ``csid``
-set whose name starts with ``val`` (fmnist6's ``val-csid``). Every other ``csid`` set (fmnist6's ``test-csid``,
-OpenOOD v1.5's csid sets, a user set ``{name: blurred, role: csid}``) is test data: tuning never opens it. The same
-rule gives validation sets the run's ``val_limit`` and puts them in the report's ``csid flagged (val)`` column, so a
-set is validation data everywhere or nowhere. To tune against a covariate-shifted set of your own, name it ``val...``
-in the benchmark definition. :func:`csid_note` states the choice; the tuner logs it and writes it in its report.
+Which covariate-shifted ID sets tuning uses (known classes, mildly corrupted, not to be flagged): exactly the sets of
+role ``val_csid`` -- the benchmark declares them, no name is read (:func:`~diffguard.run.plan.is_validation`, the
+benchmark's one rule). fmnist6 has one, ``val-csid``. Every set of role ``csid`` (fmnist6's ``test-csid``, OpenOOD
+v1.5's csid sets, a user set ``{name: blurred, role: csid}``) is test data, whatever its name: tuning never opens it.
+The same rule gives validation sets the run's ``val_limit`` and puts them in the report's ``csid flagged (val)``
+column, so a set is validation data everywhere or nowhere. To tune against a covariate-shifted set of your own, give
+it ``role: val_csid`` in the benchmark definition. :func:`csid_note` states the choice (and warns about a ``csid`` set
+named ``val...``, which the old name rule took for validation data); the tuner logs it and writes it in its report.
 
 :func:`tuning_role` is the gate: any other set -- the ID test set, near / far OOD, a test csid set -- is refused
 with :class:`TestDataRefused` before it is opened. :class:`ValidationData`
@@ -27,17 +28,17 @@ from torch import Tensor
 
 from diffguard.detectors.detector import ClassifierOutputs
 from diffguard.errors import UserError
-from diffguard.bench.definitions import BenchmarkSpec
+from diffguard.bench.definitions import VALIDATION_ROLES, BenchmarkSpec
 from diffguard.bench.open_sets import open_benchmark
 from diffguard.devices import to_device
-from diffguard.run.plan import batches, is_validation, select_rows
+from diffguard.run.plan import batches, legacy_csid_names, legacy_csid_warning, select_rows
 from diffguard.specs.model_specs import build_classifier
 from diffguard.specs.model_specs import build_backend
 from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.detectors.ensemble import ensemble_folders
 
-TUNING_ROLES = ("train", "val", "val_ood", "csid")  # csid only for validation sets (is_validation: named val*)
-EVAL_ROLES = ("val", "val_ood", "csid")
+EVAL_ROLES: tuple[str, ...] = VALIDATION_ROLES  # val, val_ood, val_csid: what a trial scores
+TUNING_ROLES: tuple[str, ...] = ("train", *EVAL_ROLES)  # plus ID-train for fits
 
 
 class TestDataRefused(UserError):
@@ -46,55 +47,48 @@ class TestDataRefused(UserError):
     __test__ = False  # not a pytest test class
 
 
-def _may_tune(role: str, name: str) -> bool:
-    return role in TUNING_ROLES and (role != "csid" or is_validation(role, name))
-
-
 def tuning_role(spec: BenchmarkSpec, name: str) -> str:
     """The role of set ``name`` when a tuner may see it; raises :class:`TestDataRefused` otherwise."""
     role = spec.get(name).role
-    if not _may_tune(role, name):
-        why = (" (a csid set is validation data only when its name starts with 'val')" if role == "csid" else "")
-        raise TestDataRefused(f"tuning may only see train, val, val_ood and csid validation sets: refusing set "
-                              f"{name!r} (role {role}, test data{why}); test data stays unseen until the tuned "
-                              "config is benchmarked")
+    if role not in TUNING_ROLES:
+        why = " (covariate-shifted ID validation data has role val_csid)" if role == "csid" else ""
+        raise TestDataRefused(f"tuning may only see train, val, val_ood and val_csid sets: refusing set {name!r} "
+                              f"(role {role}, test data{why}); test data stays unseen until the tuned config is "
+                              "benchmarked")
     return role
 
 
 def csid_split(spec: BenchmarkSpec) -> tuple[list[str], list[str]]:
-    """(csid sets that are validation data, which tuning uses; csid test sets, which it never opens)."""
-    csid = [s.name for s in spec.by_role("csid")]
-    return [n for n in csid if is_validation("csid", n)], [n for n in csid if not is_validation("csid", n)]
+    """(the ``val_csid`` sets, which tuning uses; the ``csid`` test sets, which it never opens)."""
+    return [s.name for s in spec.by_role("val_csid")], [s.name for s in spec.by_role("csid")]
 
 
 def csid_note(spec: BenchmarkSpec, used: list[str] | None = None) -> str:
-    """One sentence saying which covariate-shifted ID sets tuning uses (``used``, default every csid validation
-    set) and which it leaves unseen, and why."""
+    """One line saying which covariate-shifted ID sets tuning uses (``used``, default every ``val_csid`` set), which
+    csid test sets it leaves unseen, and a warning per ``csid`` set named ``val...``
+    (:func:`~diffguard.run.plan.legacy_csid_warning`)."""
     valid, test = csid_split(spec)
     used = valid if used is None else used
-    rule = "role csid, name starting with 'val'"
-    head = (f"covariate-shifted ID sets used for tuning ({rule}): {', '.join(used)}" if used else
-            f"no covariate-shifted ID validation set ({rule}) used for tuning on {spec.name!r}: the objective has "
-            "no csid penalty")
-    return head + (f"; csid test sets, never opened: {', '.join(test)}" if test else "")
+    head = (f"covariate-shifted ID sets used for tuning (role val_csid): {', '.join(used)}" if used else
+            f"no covariate-shifted ID validation set (role val_csid) used for tuning on {spec.name!r}: the objective "
+            "has no csid penalty")
+    warn = "".join(f"; warning: {legacy_csid_warning(n)}" for n in legacy_csid_names(spec))
+    return head + (f"; csid test sets, never opened: {', '.join(test)}" if test else "") + warn
 
 
 def tuning_sets(spec: BenchmarkSpec) -> dict[str, list[str]]:
-    """Set names by role that a tuner may see: the first ``val`` set, every ``val_ood`` set, every csid validation
-    set (see the module docstring) and the first ``train`` set (fits); ConfigError when the benchmark has no val or
-    val_ood set."""
+    """Set names by role that a tuner may see: the first ``val`` set, every ``val_ood`` and ``val_csid`` set and the
+    first ``train`` set (fits); ConfigError when the benchmark has no val or val_ood set."""
     spec.require(["val", "val_ood"], "tuning (ID-val against OOD-val)")
-    out: dict[str, list[str]] = {r: [] for r in TUNING_ROLES}
-    for s in spec.sets:
-        if _may_tune(s.role, s.name):
-            out[s.role].append(s.name)
+    out: dict[str, list[str]] = {r: [s.name for s in spec.by_role(r)] for r in TUNING_ROLES}
     out["val"], out["train"] = out["val"][:1], out["train"][:1]
     return out
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Images per set (None = all), drawn with ``seed`` per set name (the benchmark's ``limit_seed`` draw)."""
+    """Images per set (None = all), drawn with ``seed`` per set name (the benchmark's ``limit_seed`` draw);
+    ``csid``: per ``val_csid`` set."""
 
     val: int | None = 500
     val_ood: int | None = 500
@@ -103,7 +97,8 @@ class Limits:
     seed: int = 0
 
     def of(self, role: str) -> int | None:
-        return {"val": self.val, "val_ood": self.val_ood, "csid": self.csid, "train": self.train}[role]
+        """The limit of a set of a tuning role (one of :data:`TUNING_ROLES`)."""
+        return {"val": self.val, "val_ood": self.val_ood, "val_csid": self.csid, "train": self.train}[role]
 
 
 class ValidationData:
@@ -115,7 +110,8 @@ class ValidationData:
         limits: images per set.
         sets: set names to use (default: every set :func:`tuning_sets` allows); each passes :func:`tuning_role`.
 
-    ``csid_note``: which csid sets it uses (:func:`csid_note` of the sets it opens), for the log and the report.
+    ``csid_note``: which covariate-shifted ID sets it uses (:func:`csid_note` of the sets it opens), for the log and
+    the report.
     """
 
     def __init__(self, spec: BenchmarkSpec, data_root: str | None, limits: Limits, sets: list[str] | None = None):
@@ -125,7 +121,7 @@ class ValidationData:
         if not any(r == "val" for r in self.roles.values()) or not any(r == "val_ood" for r in self.roles.values()):
             raise UserError(f"tuning needs an ID-val and an OOD-val set; got {self.roles}")
         self.spec, self.limits = spec, limits
-        self.csid_note = csid_note(spec, [n for n in names if self.roles[n] == "csid"])
+        self.csid_note = csid_note(spec, [n for n in names if self.roles[n] == "val_csid"])
         self.sources = open_benchmark(spec, data_root, names)
         self.rows = {n: select_rows(len(src), limits.of(self.roles[n]), limits.seed, n)
                      for n, src in self.sources.items()}

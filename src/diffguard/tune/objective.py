@@ -2,7 +2,7 @@
 
     objective = mean over the OOD-validation sets S of AUROC(ID-val, S) - penalty * max(0, csid_flag_rate - 0.05)
 
-``csid_flag_rate`` is the share of covariate-shifted ID validation images (csid sets named ``val*``) whose score is
+``csid_flag_rate`` is the share of covariate-shifted ID validation images (the sets of role ``val_csid``) whose score is
 above the threshold that keeps 95 % of ID-val (its 95th percentile, as ``thresholds.json`` of a benchmark run):
 the false alarms a detector raises on ID images that only look different. ID-val itself is flagged at 5 % by
 construction (the clean rate), so only false alarms above that rate cost anything. Without a csid set the penalty is

@@ -181,7 +181,7 @@ def evaluate_column(cols: Columns, data: ValidationData, objective: Objective, c
                     diffguard_share: float | None = None) -> Evaluation:
     """The objective of one score column (``diffguard_share``: see :class:`~diffguard.tune.objective.Objective`)."""
     return objective.evaluate(cols[data.val][column], {s: cols[s][column] for s in data.by_role("val_ood")},
-                              {s: cols[s][column] for s in data.by_role("csid")}, diffguard_share)
+                              {s: cols[s][column] for s in data.by_role("val_csid")}, diffguard_share)
 
 
 CAL = "cal:"  # column prefix of class-calibrated distances, e.g. "cal:l1"
