@@ -41,7 +41,7 @@ def band_fractions(guard: Guard, runner, sets: list[str], batch: int) -> dict[st
         need = 0
         for i in range(0, len(rows), batch):
             x, ids = src.load(rows[i:i + batch]), src.ids[rows[i:i + batch]]
-            need += int((guard.fusion.tiers(guard._part_scores(baseline, x, ids)) == 1).sum())
+            need += int(guard.fusion.needs_diffguard(guard._part_scores(baseline, x, ids)).sum())
         out[name] = (len(rows), need)
     return out
 

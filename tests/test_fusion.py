@@ -126,3 +126,25 @@ def test_fusion_entries_of_a_run_config_choose_their_rule() -> None:
     for bad, match in (({"rule": "max"}, "unknown rule 'max'"), ({"rule": "weighted", "weight": 2}, "weight")):
         with pytest.raises(ConfigError, match=match):
             build_run_config({"methods": methods, "fusion": [{"baseline": "msp", "diffguard": "dg", **bad}]})
+
+
+def test_veto_rule_moves_confident_ood_that_diffguard_finds_id_into_the_band() -> None:
+    from diffguard.detectors.fusion import BandFusion, VetoBandFusion
+
+    rng = np.random.default_rng(0)
+    b_val, d_val = rng.normal(size=400), rng.normal(size=400)
+    band = BandFusion(0.3, 0.9).fit(b_val, d_val)
+    veto = VetoBandFusion(0.3, 0.9, veto_q=0.2).fit(b_val, d_val)
+    hi, d_cut = veto.report_state()["high_threshold"], veto.report_state()["veto_threshold"]
+    assert d_cut == pytest.approx(np.quantile(d_val, 0.2))
+    b = np.array([-3.0, 0.0, hi + 1, hi + 1])
+    d = np.array([5.0, 0.0, d_cut - 1, d_cut + 1])       # row 2: DiffGuard confidently ID -> vetoed
+    assert veto.tiers(b, d).tolist() == [0, 1, 1, 2]
+    assert band.tiers(b).tolist() == [0, 1, 2, 2]
+    fused = veto.fuse(b, d)
+    assert 1 < fused[2] < 2 and fused[3] > 2 and np.allclose(fused[[0, 1, 3]], band.fuse(b, d)[[0, 1, 3]])
+    assert veto.needs_diffguard(b).tolist() == [False, True, True, True]
+    with pytest.raises(ValueError, match="needs DiffGuard"):
+        veto.tiers(b)
+    with pytest.raises(ValueError, match="veto_q"):
+        VetoBandFusion(veto_q=1.5)

@@ -41,7 +41,7 @@ def moved(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, tiny_models:
     base = tmp_path_factory.mktemp("moved")
     x, ids, stored = _test_images(tiny_run)
     guards = {m: make_guard(base / m.replace("+", "_").replace(":", "_"), tiny_run, m, copy_models=True)
-              for m in ("knn", "dg", "dg+knn", "dg+msp:weighted")}
+              for m in ("knn", "dg", "dg+knn", "dg+msp:weighted", "dg+knn:veto")}
     return {"guards": guards, "x": x, "ids": ids, "stored": stored}
 
 
@@ -75,8 +75,9 @@ def test_scores_with_the_data_and_models_gone_equal_the_run(moved: dict, tiny_ru
         hidden.rename(fake_fmnist_root)
 
 
-def test_cascade_runs_diffguard_on_the_band_only_and_changes_nothing(moved: dict) -> None:
-    guard = Guard.load(moved["guards"]["dg+knn"])
+@pytest.mark.parametrize("key", ["dg+knn", "dg+knn:veto"])
+def test_cascade_runs_diffguard_where_the_rule_reads_it_and_changes_nothing(moved: dict, key: str) -> None:
+    guard = Guard.load(moved["guards"][key])
     x, ids = moved["x"], moved["ids"]
     result = guard.score(x, ids)
     knn, dg = guard.parts["knn"], guard.parts["dg"]
@@ -86,11 +87,15 @@ def test_cascade_runs_diffguard_on_the_band_only_and_changes_nothing(moved: dict
     # DiffGuard's float32 networks see other batch compositions in the cascade: equal up to float32 rounding
     np.testing.assert_allclose(result.score, full, rtol=1e-5, atol=1e-7)
     assert np.array_equal(result.is_ood, full > guard.threshold)
-    band = guard.fusion.tiers(b) == 1
-    assert np.array_equal(result.diffguard_ran, band) and 0 < band.sum() < len(band)
-    assert np.isnan(result.parts["dg"][~band]).all()
-    weighted = Guard.load(moved["guards"]["dg+msp:weighted"]).score(x, ids)
-    assert weighted.diffguard_ran.all() and not Guard.load(moved["guards"]["dg+msp:weighted"]).cascades
+    tiers = guard.fusion.tiers(b, d)
+    need = tiers == 1 if key == "dg+knn" else tiers >= 1
+    assert np.array_equal(result.diffguard_ran, need) and need.any()
+    assert np.isnan(result.parts["dg"][~need]).all() and (key != "dg+knn" or not need.all())
+
+
+def test_weighted_fusion_runs_diffguard_on_every_image(moved: dict) -> None:
+    guard = Guard.load(moved["guards"]["dg+msp:weighted"])
+    assert guard.score(moved["x"], moved["ids"]).diffguard_ran.all() and not guard.cascades
 
 
 def test_changed_model_file_is_refused_and_other_version_warns(tiny_run: Path, tmp_path: Path) -> None:

@@ -119,10 +119,14 @@ class BenchmarkSpec:
 
 
 def _fmnist6() -> BenchmarkSpec:
+    """fmnist6's sets (:data:`diffguard.data.fmnist6.SET_NAMES`): the core sets, then the 30 per-kind covariate-shift
+    sets ``<val|test>-csid-<kind>-<severity>`` (roles ``val_csid`` / ``csid``). A run config without ``sets:`` runs
+    them all; the shipped fmnist6 configs list their sets."""
     sets = tuple(SetSpec(n, f.ROLES[n]) for n in f.SET_NAMES)
     return BenchmarkSpec("fmnist6", f.NUM_CLASSES, f.RESOLUTION, 1, sets, source="fmnist6",
                          notes="embedded: Fashion-MNIST classes 0-5 known, 6-9 near-OOD; digits and noise far-OOD; "
-                               "OOD validation val-ood / val-far; covariate-shifted ID val-csid / test-csid")
+                               "OOD validation val-ood / val-far; covariate-shifted ID val-csid / test-csid, and per "
+                               "corruption kind and severity <val|test>-csid-<kind>-<1|2|3>")
 
 
 def _imglist_sets(folder: str, images: str, entries: list[tuple[str, Role, str]]) -> tuple[SetSpec, ...]:

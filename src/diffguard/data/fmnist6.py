@@ -26,8 +26,20 @@ Validation and covariate-shift sets (never used for training; both models train 
   (blur, noise, 1-2 px shift, contrast, JPEG; recipe in :mod:`diffguard.data.corruptions`), seeds
   :data:`CSID_SEEDS`. Ids are the source image's. The shipped classifier keeps most of its accuracy (it never saw
   corrupted images): ``test`` 96.28 %, ``test-csid`` 94.42 % (per kind: blur 94.57, noise 93.84, shift 96.22,
-  contrast 95.42, JPEG 91.89 %); ``val`` 96.97 %, ``val-csid`` 95.20 %. Reproduce with
-  ``python scripts/fmnist6_csid_accuracy.py`` (CPU, about two CPU-minutes).
+  contrast 95.42, JPEG 91.89 %); ``val`` 96.97 %, ``val-csid`` 95.20 %;
+* covariate shift by kind and severity: ``<val|test>-csid-<kind>-<severity>`` (:data:`CSID_KIND_SETS`), kind in
+  blur, noise, shift, contrast, jpeg, severity 1 (the mixed sets' mild range), 2 or 3 (stronger; ranges in
+  :data:`diffguard.data.corruptions.SEVERITIES`), every image with that one kind. ``test-csid-*`` (role ``csid``,
+  test data): the same :data:`CSID_KIND_SIZES` ``["test"]`` = 1000 ``test`` images in each (15,000 in all), a seeded
+  class-stratified draw (:func:`stratified_rows`, seed :data:`CSID_SUBSET_SEEDS`), so the kinds and severities are
+  comparable image for image; ``val-csid-*`` (role ``val_csid``): likewise 500 ``val`` images each (7,500). Each
+  set has its own seed (:data:`CSID_SEEDS`: 100 for val, 200 for test, + 10 x (kind's place in ``CORRUPTIONS``,
+  1-5) + severity), and an image's parameter is drawn from ``(seed, id)`` as above. Shipped classifier's accuracy
+  (%, clean: ``val`` 96.97, ``test`` 96.28):
+
+  ACCURACY_TABLE
+
+Reproduce every accuracy with ``python scripts/fmnist6_csid_accuracy.py`` (CPU, a few CPU-minutes).
 
 All images are float32 (N, 1, 28, 28) in [-1, 1] (background -1). OOD labels are -1.
 """
@@ -42,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffguard.data.corruptions import corrupt, gaussian_blur
+from diffguard.data.corruptions import CORRUPTIONS, SEVERITY_LEVELS, corrupt, corrupt_kind, gaussian_blur
 from diffguard.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from sklearn.datasets import load_digits
 
@@ -61,14 +73,35 @@ VAL_OOD_PER_CLASS = 500
 VAL_OOD_SEED = (SPLIT_SEED, 1)  # seed 0, stream 1: independent of the ``val`` draw (seed 0, default stream)
 VAL_FAR_COUNT = 1000
 VAL_FAR_SEED = 3  # the far-OOD test noise uses torch generators seeded 1 and 2
-CSID_SEEDS = {"val-csid": 4, "test-csid": 5}
+CSID_KIND_SIZES = {"val": 500, "test": 1000}  # images per per-kind set, the same ones for every kind and severity
+CSID_SUBSET_SEEDS = {"val": 6, "test": 7}
+CSID_SEED_BASE = {"val": 100, "test": 200}
+
+
+def csid_kind_name(split: str, kind: str, severity: int) -> str:
+    """The name of a per-kind covariate-shift set, ``<split>-csid-<kind>-<severity>``."""
+    return f"{split}-csid-{kind}-{severity}"
+
+
+CSID_KIND_SETS: dict[str, tuple[str, str, int]] = {
+    csid_kind_name(split, kind, sev): (split, kind, sev)
+    for split in ("val", "test") for kind in CORRUPTIONS for sev in SEVERITY_LEVELS}
+"""Per-kind covariate-shift set -> (clean set it copies, corruption kind, severity)."""
+CSID_SEEDS = {"val-csid": 4, "test-csid": 5, **{
+    n: CSID_SEED_BASE[split] + 10 * (CORRUPTIONS.index(kind) + 1) + sev
+    for n, (split, kind, sev) in CSID_KIND_SETS.items()}}
 
 Role = Literal["train", "val", "val_ood", "val_csid", "id", "csid", "near", "far"]
-SET_NAMES = ("train", "val", "test", "near-fmnist", "far-digits", "far-gaussian", "far-uniform",
-             "val-ood", "val-far", "val-csid", "test-csid")
+CORE_SET_NAMES = ("train", "val", "test", "near-fmnist", "far-digits", "far-gaussian", "far-uniform",
+                  "val-ood", "val-far", "val-csid", "test-csid")
+"""Every set but the per-kind covariate-shift sets (what :func:`load_fmnist6` builds by default)."""
+SET_NAMES = CORE_SET_NAMES + tuple(CSID_KIND_SETS)
 ROLES: dict[str, Role] = {"train": "train", "val": "val", "test": "id", "near-fmnist": "near", "far-digits": "far",
                           "far-gaussian": "far", "far-uniform": "far", "val-ood": "val_ood", "val-far": "val_ood",
-                          "val-csid": "val_csid", "test-csid": "csid"}
+                          "val-csid": "val_csid", "test-csid": "csid",
+                          **{n: ("val_csid" if v[0] == "val" else "csid") for n, v in CSID_KIND_SETS.items()}}
+_FROM_TRAIN = {"train", "val", "val-ood", "val-csid", *(n for n, v in CSID_KIND_SETS.items() if v[0] == "val")}
+_FROM_TEST = {"test", "near-fmnist", "test-csid", *(n for n, v in CSID_KIND_SETS.items() if v[0] == "test")}
 
 
 @dataclass(frozen=True)
@@ -149,6 +182,41 @@ def csid_set(name: Literal["val-csid", "test-csid"], clean: ImageSet) -> ImageSe
     return ImageSet(name, ROLES[name], images, clean.labels.clone(), clean.ids.clone())
 
 
+def stratified_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded, class-stratified draw of ``count`` of ``labels``' rows: each class gets its
+    share of ``count`` (largest remainder first, ties to the lower class), drawn without replacement, class by
+    class, by a generator seeded with ``seed``."""
+    classes, sizes = np.unique(labels, return_counts=True)
+    if count > len(labels):
+        raise ValueError(f"stratified_rows: {count} rows asked from {len(labels)}")
+    share = count * sizes / sizes.sum()
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(quota - share, kind="stable")[: count - int(quota.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picks))
+
+
+def csid_kind_set(name: str, clean: ImageSet) -> ImageSet:
+    """The per-kind covariate-shift set ``name`` (from :data:`CSID_KIND_SETS`) made from ``clean`` (``val`` or
+    ``test``): its :data:`CSID_KIND_SIZES` stratified rows (the same for every kind and severity), each corrupted
+    with the set's kind at its severity, seeded by (CSID_SEEDS[name], id); labels and ids are the clean images'."""
+    split, kind, severity = CSID_KIND_SETS[name]
+    if clean.name != split:
+        raise ValueError(f"{name} is made from {split!r}, got {clean.name!r}")
+    rows = torch.from_numpy(stratified_rows(clean.labels.numpy(), CSID_KIND_SIZES[split], CSID_SUBSET_SEEDS[split]))
+    images = corrupt_kind(clean.images[rows], clean.ids[rows], CSID_SEEDS[name], kind, severity)
+    return ImageSet(name, ROLES[name], images, clean.labels[rows].clone(), clean.ids[rows].clone())
+
+
+def _shifted(want: set[str], clean: ImageSet) -> dict[str, ImageSet]:
+    """The wanted covariate-shifted copies of ``clean`` (``val`` or ``test``): the mixed set, the per-kind sets."""
+    mixed = f"{clean.name}-csid"
+    out = {mixed: csid_set(mixed, clean)} if mixed in want else {}  # type: ignore[arg-type]
+    out.update({n: csid_kind_set(n, clean) for n, v in CSID_KIND_SETS.items() if n in want and v[0] == clean.name})
+    return out
+
+
 def val_far_set(count: int = VAL_FAR_COUNT) -> ImageSet:
     """Synthetic far-OOD validation images in [-1, 1], kind ``id % 3``: stripes, smoothed noise, bright blobs."""
     rng = np.random.default_rng(VAL_FAR_SEED)
@@ -180,36 +248,37 @@ def val_far_set(count: int = VAL_FAR_COUNT) -> ImageSet:
 
 
 def _from_train_split(want: set[str], tr: Any) -> dict[str, ImageSet]:
-    """The wanted sets drawn from the official train split: train, val, val-ood, val-csid."""
+    """The wanted sets drawn from the official train split: train, val, val-ood, val-csid, val-csid-*."""
     train_idx, val_idx = split_train_val(tr.labels)
     picks = {"train": train_idx, "val": val_idx, **({"val-ood": split_val_ood(tr.labels)} if "val-ood" in want else {})}
     out = {n: _subset(n, tr.images, tr.labels, idx) for n, idx in picks.items() if n in want or n == "val"}
-    if "val-csid" in want:
-        out["val-csid"] = csid_set("val-csid", out["val"])
+    out.update(_shifted(want, out["val"]))
     return {n: v for n, v in out.items() if n in want}
 
 
 def _from_test_split(want: set[str], te: Any) -> dict[str, ImageSet]:
-    """The wanted sets drawn from the official test split: test, near-fmnist, test-csid."""
+    """The wanted sets drawn from the official test split: test, near-fmnist, test-csid, test-csid-*."""
     out = {"test": _subset("test", te.images, te.labels, np.flatnonzero(te.labels < NUM_CLASSES))}
     if "near-fmnist" in want:
         out["near-fmnist"] = _subset("near-fmnist", te.images, te.labels, np.flatnonzero(te.labels >= NUM_CLASSES))
-    if "test-csid" in want:
-        out["test-csid"] = csid_set("test-csid", out["test"])
+    out.update(_shifted(want, out["test"]))
     return {n: v for n, v in out.items() if n in want}
 
 
 def load_fmnist6(
-    sets: tuple[str, ...] = SET_NAMES, data_root: str | os.PathLike[str] | None = None
+    sets: tuple[str, ...] = CORE_SET_NAMES, data_root: str | os.PathLike[str] | None = None
 ) -> dict[str, ImageSet]:
-    """Build the requested fmnist6 sets (names from :data:`SET_NAMES`), reading the IDX files once per split."""
+    """Build the requested fmnist6 sets (names from :data:`SET_NAMES`; default: :data:`CORE_SET_NAMES`, every set
+    but the per-kind csid sets), reading the IDX files once per split and building nothing else."""
     unknown = [s for s in sets if s not in SET_NAMES]
     if unknown:
-        raise ValueError(f"unknown fmnist6 set(s) {unknown}; choose from {list(SET_NAMES)}")
+        raise ValueError(f"unknown fmnist6 set(s) {unknown}; choose from {list(CORE_SET_NAMES)} or "
+                         f"<val|test>-csid-<kind>-<severity> (kind: {', '.join(CORRUPTIONS)}; severity "
+                         f"{', '.join(map(str, SEVERITY_LEVELS))})")
     want, out = set(sets), {}
-    if {"train", "val", "val-ood", "val-csid"} & want:
+    if _FROM_TRAIN & want:
         out.update(_from_train_split(want, load_fashion_mnist("train", data_root)))
-    if {"test", "near-fmnist", "test-csid"} & want:
+    if _FROM_TEST & want:
         out.update(_from_test_split(want, load_fashion_mnist("test", data_root)))
     if "far-digits" in want:
         out["far-digits"] = digits_set()

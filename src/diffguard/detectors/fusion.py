@@ -24,7 +24,8 @@ A score-level rule sits beside it, :class:`WeightedSumFusion` (also the project'
 standardisation). w = 0 gives the baseline's ranking, w = 1 DiffGuard's. Which rule, and its quantiles or weight,
 is chosen on validation data by ``diffguard tune CONFIG --fusion DIFFGUARD+BASELINE``. Both rules share one
 interface (``fit(baseline_val, diffguard_val)`` on ID-val scores only, ``fuse(baseline, diffguard)``, ``report()``)
-and are registered by name in :data:`FUSION_RULES` (``band``, ``weighted``).
+and are registered by name in :data:`FUSION_RULES` (``band``, ``weighted``, ``veto``: the band rule with a DiffGuard
+veto of the confident-OOD tier, :class:`VetoBandFusion`).
 """
 
 from __future__ import annotations
@@ -95,19 +96,24 @@ class BandFusion:
                        "n_val_baseline": b.size, "n_val_diffguard": d.size}
         return self
 
-    def tiers(self, baseline: Any) -> np.ndarray:
-        """(N,) int: 0 confident ID, 1 hard case, 2 confident OOD."""
+    def tiers(self, baseline: Any, diffguard: Any = None) -> np.ndarray:
+        """(N,) int: 0 confident ID, 1 hard case, 2 confident OOD (the band rule reads the baseline only)."""
         st = self._fitted()
         b = _array(baseline, "baseline")
         return np.where(b < st["low_threshold"], 0, np.where(b > st["high_threshold"], 2, 1))
 
+    def needs_diffguard(self, baseline: Any) -> np.ndarray:
+        """(N,) bool: the samples whose fused score reads DiffGuard's (the cascade runs DiffGuard on them only)."""
+        return self.tiers(baseline) == 1
+
     def fuse(self, baseline: Any, diffguard: Any) -> np.ndarray:
-        """baseline (N,), diffguard (N,) scores of the same samples -> (N,) float64 fused OOD score in (0, 3)."""
+        """baseline (N,), diffguard (N,) scores of the same samples -> (N,) float64 fused OOD score in (0, 3);
+        DiffGuard's score is read only where :meth:`needs_diffguard` is True (any finite value elsewhere)."""
         st = self._fitted()
         b, d = _array(baseline, "baseline"), _array(diffguard, "diffguard")
         if b.shape != d.shape:
             raise ValueError(f"baseline {b.shape} and diffguard {d.shape} must score the same samples")
-        tier = self.tiers(b)
+        tier = self.tiers(b, d)
         u_b = _squash(b, st["baseline_median"], st["baseline_scale"])
         u_d = _squash(d, st["diffguard_median"], st["diffguard_scale"])
         return tier + np.where(tier == 1, u_d, u_b)
@@ -129,6 +135,53 @@ class BandFusion:
         if not self._state:
             raise RuntimeError("BandFusion is not fitted: call fit(baseline_val, diffguard_val) on ID-val scores")
         return self._state
+
+
+@dataclass
+class VetoBandFusion(BandFusion):
+    """The band rule with a DiffGuard veto of the baseline's confident-OOD tier (the project's own, for
+    full-spectrum detection: covariate-shifted ID images that push the baseline's score up, e.g. noisy images for
+    feature-space baselines, while DiffGuard's re-synthesis still finds them semantically ID).
+
+    Tiers as :class:`BandFusion`, except that a sample above the high threshold whose DiffGuard score is at or below
+    the ``veto_q`` quantile of DiffGuard's ID-val scores (confidently ID for DiffGuard) is a hard case (tier 1,
+    ranked by DiffGuard) instead of confidently OOD. ``veto_q = 0`` keeps only vetoes by scores at or below the
+    smallest ID-val score; the band rule is the limit of no veto at all. DiffGuard runs on every sample at or above
+    the low threshold (the band and the confident-OOD tier, which it may veto).
+
+    Args:
+        low_q, high_q: as :class:`BandFusion`.
+        veto_q: ID-val quantile of DiffGuard's score at or below which DiffGuard vetoes; 0 <= veto_q <= 1.
+    """
+
+    veto_q: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.veto_q <= 1.0:
+            raise ValueError(f"need 0 <= veto_q <= 1, got veto_q={self.veto_q}")
+
+    def fit(self, baseline_val: Any, diffguard_val: Any) -> VetoBandFusion:
+        super().fit(baseline_val, diffguard_val)
+        d = _array(diffguard_val, "diffguard_val")
+        self._state["veto_threshold"] = float(np.quantile(d, self.veto_q))
+        return self
+
+    def tiers(self, baseline: Any, diffguard: Any = None) -> np.ndarray:
+        """(N,) int tiers; DiffGuard's scores are needed wherever the baseline puts a sample above the band."""
+        tier = super().tiers(baseline)
+        if not (tier == 2).any():
+            return tier
+        if diffguard is None:
+            raise ValueError("the veto rule needs DiffGuard's scores of the samples above the band")
+        d = _array(diffguard, "diffguard")
+        return np.where((tier == 2) & (d <= self._fitted()["veto_threshold"]), 1, tier)
+
+    def needs_diffguard(self, baseline: Any) -> np.ndarray:
+        return BandFusion.tiers(self, baseline) >= 1
+
+    def report(self) -> dict[str, Any]:
+        return {**super().report(), "rule": "band with DiffGuard veto (project's own)", "veto_q": self.veto_q}
 
 
 def robust_standardise(x: Any) -> tuple[float, float]:
@@ -199,8 +252,10 @@ class WeightedSumFusion:
 FUSION_RULES: Registry[Any] = Registry("fusion rule")
 FUSION_RULES.register("band")(BandFusion)
 FUSION_RULES.register("weighted")(WeightedSumFusion)
+FUSION_RULES.register("veto")(VetoBandFusion)
 
 
 def create_fusion(rule: str, **params: Any) -> BandFusion | WeightedSumFusion:
-    """A fusion rule by name (``band``: ``low_q``, ``high_q``; ``weighted``: ``weight``)."""
+    """A fusion rule by name (``band``: ``low_q``, ``high_q``; ``weighted``: ``weight``; ``veto``: ``low_q``,
+    ``high_q``, ``veto_q``)."""
     return FUSION_RULES.create(rule, **params)

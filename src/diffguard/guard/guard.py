@@ -70,7 +70,7 @@ class Guard:
 
     @property
     def cascades(self) -> bool:
-        """True when DiffGuard runs only on the baseline's hard cases (band rule)."""
+        """True when DiffGuard runs only where the fused score reads it (band and veto rules)."""
         return isinstance(self.fusion, BandFusion)
 
     def threshold_at(self, tpr: float) -> float:
@@ -106,7 +106,7 @@ class Guard:
             return self._result(score, label, {part.spec.name: score}, ran)
         baseline, diffguard = self.fusion_parts  # type: ignore[misc]
         b = self._part_scores(self.parts[baseline], x, ids)
-        need = self.fusion.tiers(b) == 1 if self.cascades and n else np.ones(n, dtype=bool)
+        need = self.fusion.needs_diffguard(b) if self.cascades and n else np.ones(n, dtype=bool)
         d = np.full(n, np.nan)
         if need.any():
             sel = torch.from_numpy(np.flatnonzero(need))

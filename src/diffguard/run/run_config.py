@@ -40,7 +40,8 @@ class FusionConfig:
 
     Args:
         rule: "band" (quantiles ``low_q`` / ``high_q`` of the baseline's ID-val scores bound the band that DiffGuard
-            decides) or "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores).
+            decides), "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores) or "veto" (the band,
+            plus ``veto_q``: DiffGuard's ID-val quantile at or below which it vetoes the confident-OOD tier).
     """
 
     baseline: str
@@ -49,6 +50,7 @@ class FusionConfig:
     high_q: float = 0.99
     rule: str = "band"
     weight: float = 0.5
+    veto_q: float = 0.5
 
     def __post_init__(self) -> None:
         if self.rule not in FUSION_RULES:
@@ -64,8 +66,9 @@ class FusionConfig:
         return base if self.rule == "band" else f"{base}:{self.rule}"
 
     def params(self) -> dict[str, float]:
-        """The rule's own parameters."""
-        return {"low_q": self.low_q, "high_q": self.high_q} if self.rule == "band" else {"weight": self.weight}
+        """The rule's own parameters (the fields its class declares)."""
+        names = [f.name for f in dataclasses.fields(FUSION_RULES.get(self.rule)) if f.init]
+        return {n: getattr(self, n) for n in names}
 
     def build(self) -> Any:
         """An unfitted fusion rule (:func:`diffguard.detectors.fusion.create_fusion`)."""
@@ -77,7 +80,10 @@ class FusionConfig:
 
     def describe(self) -> str:
         """Short parameter text for tables: ``q=(0.5, 0.99)`` or ``w=0.3``."""
-        return f"q=({self.low_q}, {self.high_q})" if self.rule == "band" else f"w={self.weight}"
+        if self.rule == "weighted":
+            return f"w={self.weight}"
+        veto = f", veto {self.veto_q}" if self.rule == "veto" else ""
+        return f"q=({self.low_q}, {self.high_q}){veto}"
 
 
 @dataclass

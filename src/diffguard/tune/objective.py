@@ -3,7 +3,8 @@
     objective = mean over the OOD-validation sets S of AUROC(ID-val, S) - penalty * max(0, csid_flag_rate - 0.05)
 
 ``csid_flag_rate`` is the share of covariate-shifted ID validation images (the sets of role ``val_csid``) whose score is
-above the threshold that keeps 95 % of ID-val (its 95th percentile, as ``thresholds.json`` of a benchmark run):
+above the threshold that keeps 95 % of ID-val -- with several such sets, the **worst** set's share (per-kind sets
+``val-csid-<kind>-<severity>`` make this the worst corruption kind; sets of severity 3 are reported, not penalised) -- (its 95th percentile, as ``thresholds.json`` of a benchmark run):
 the false alarms a detector raises on ID images that only look different. ID-val itself is flagged at 5 % by
 construction (the clean rate), so only false alarms above that rate cost anything. Without a csid set the penalty is
 0. Higher is better; ties are broken by the lower mean FPR@95 (OpenOOD v1.5, OOD positive), then the lower cost.
@@ -18,7 +19,8 @@ leaves the objective as above; a user who pays for every DiffGuard call trades A
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -26,6 +28,7 @@ import numpy as np
 from diffguard.evaluation.ood_metrics import auroc, fpr_at_95_id, fpr_at_95_ood
 
 TPR = 0.95
+REPORTED_ONLY = re.compile(r"-csid-[a-z0-9]+-3$")  # severity-3 csid sets: in the record, not in the penalty
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Evaluation:
     fpr95_id_per_set: dict[str, float]
     threshold: float
     diffguard_share: float | None = None
+    csid_per_set: dict[str, float] = field(default_factory=dict)
 
     def attrs(self) -> dict[str, Any]:
         """JSON-able form (what a trial records)."""
@@ -69,8 +73,9 @@ class Objective:
         cascade = (f" - {self.cascade_cost:g} * diffguard_share (the share of validation images that need DiffGuard)"
                    if self.cascade_cost else "")
         return (f"objective = mean over OOD-val sets of AUROC(ID-val vs set) - {self.penalty:g} * max(0, "
-                f"csid_flag_rate - {self.clean_rate:g}){cascade}; csid_flag_rate = share of csid-val images scoring above "
-                f"the 95th percentile of ID-val (the 95 %-ID-TPR threshold); higher is better; ties: lower mean "
+                f"csid_flag_rate - {self.clean_rate:g}){cascade}; csid_flag_rate = share of csid-val images scoring "
+                f"above the 95th percentile of ID-val (the 95 %-ID-TPR threshold), the worst csid-val set's share "
+                f"when there are several (severity-3 sets reported only); higher is better; ties: lower mean "
                 f"FPR@95 (OpenOOD v1.5, OOD-pos), then lower s/image. Reported beside it: FPR@95 in both "
                 f"conventions (v1.5 OOD-pos, paper ID-pos).")
 
@@ -85,10 +90,13 @@ class Objective:
         f_ood = {n: fpr_at_95_ood(val, s) for n, s in val_ood.items()}
         f_id = {n: fpr_at_95_id(val, s) for n, s in val_ood.items()}
         threshold = float(np.quantile(val, TPR))
-        shifted = [np.asarray(s, dtype=np.float64) for s in (csid or {}).values() if len(s)]
-        rate = float(np.mean(np.concatenate(shifted) > threshold)) if shifted else None
+        per_set = {n: float(np.mean(np.asarray(s, dtype=np.float64) > threshold))
+                   for n, s in (csid or {}).items() if len(s)}
+        penalised = [r for n, r in per_set.items() if not REPORTED_ONLY.search(n)]
+        rate = max(penalised) if penalised else None
         mean_auc = float(np.mean(list(aucs.values())))
         penalty = self.penalty * max(0.0, rate - self.clean_rate) if rate is not None else 0.0
         penalty += self.cascade_cost * diffguard_share if diffguard_share is not None else 0.0
         return Evaluation(mean_auc - penalty, mean_auc, rate, float(np.mean(list(f_ood.values()))),
-                          float(np.mean(list(f_id.values()))), aucs, f_ood, f_id, threshold, diffguard_share)
+                          float(np.mean(list(f_id.values()))), aucs, f_ood, f_id, threshold, diffguard_share,
+                          per_set)

@@ -48,10 +48,11 @@ from diffguard.specs.method_specs import MethodConfig
 __all__ = ["FUSION_SPACE", "MAX_GRID", "Kind", "Param", "Space", "apply_values", "cat", "label", "num", "space_for"]
 
 FUSION_SPACE = Space((
-    cat("rule", ("band", "weighted")),
-    num("low_q", 0.0, 0.9, when=("rule", ("band",))),
-    num("high_q", 0.9, 1.0, when=("rule", ("band",))),
+    cat("rule", ("band", "weighted", "veto")),
+    num("low_q", 0.0, 0.9, when=("rule", ("band", "veto"))),
+    num("high_q", 0.9, 1.0, when=("rule", ("band", "veto"))),
     num("weight", 0.0, 1.0, when=("rule", ("weighted",))),
+    num("veto_q", 0.0, 0.9, when=("rule", ("veto",))),
 ))
 
 

@@ -178,12 +178,13 @@ def fusion_plan(dg: MethodScores, base: MethodScores, data: ValidationData, obje
 
 
 def diffguard_share(rule: Any, base: MethodScores, data: ValidationData) -> float:
-    """The share of all validation images that need DiffGuard under a fitted fusion rule: those in the band of a
-    band rule (the cascade runs DiffGuard on them only), every image for the weighted sum."""
+    """The share of all validation images that need DiffGuard under a fitted fusion rule: those whose fused score
+    reads DiffGuard's (the band of a band rule, the band and the confident-OOD tier of the veto rule; the cascade
+    runs DiffGuard on them only), every image for the weighted sum."""
     if not isinstance(rule, BandFusion):
         return 1.0
-    tiers = np.concatenate([rule.tiers(base.cols[s]["score"]) for s in data.eval_sets()])
-    return float(np.mean(tiers == 1))
+    need = np.concatenate([rule.needs_diffguard(base.cols[s]["score"]) for s in data.eval_sets()])
+    return float(np.mean(need))
 
 
 def split_pair(pair: str, cfg: Any) -> tuple[str, str]:
