@@ -12,7 +12,7 @@
    p50 and p99 latency, served images/s, offline images/s, their ratio (goal: >= 0.8) and the mean images per
    scoring call (from the server's ``diffguard_batch_images`` metric: how much adaptive batching merged).
 
-Works with any guard folder (images are random pixels in [-1, 1] of the guard's input shape). Traffic goes to
+Works with any guard folder (images are random pixels in [-1, 1] of the guard's input shape, or the files of ``--images DIR``). Traffic goes to
 127.0.0.1 only; every loop is bounded by ``--seconds`` and each request by ``--timeout``. Exit status 1 when a
 request was lost or got a 5xx.
 """
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from diffguard.guard.guard import Guard
+from diffguard.guard.inputs import read_files
 from diffguard.sysinfo import machine
 
 MODEL = "load"
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-batch-images", type=int, default=32, help="the server's adaptive batching (default: 32)")
     p.add_argument("--max-batch-time", type=float, default=0.01, help="the server's adaptive batching (default: 0.01)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    p.add_argument("--images", type=Path, default=None, help="a folder of image files to send (read as the guard "
+                   "reads files, cycled); default: random pixels, which a cascade's baseline may settle alone")
     return p.parse_args(argv)
 
 
@@ -74,6 +77,15 @@ def batches(shape: tuple[int, int, int], batch_size: int) -> list[torch.Tensor]:
     """A pool of random image batches in [-1, 1] (the same for offline and served)."""
     g = torch.Generator().manual_seed(0)
     return [torch.rand(batch_size, *shape, generator=g) * 2 - 1 for _ in range(POOL_BATCHES)]
+
+
+def file_batches(guard: Guard, folder: Path, batch_size: int) -> list[torch.Tensor]:
+    """The readable image files of ``folder`` (sorted) in batches of ``batch_size`` (the last partial one dropped)."""
+    read = read_files(sorted(p for p in folder.iterdir() if p.is_file()), guard.geometry)
+    n = len(read.ok) // batch_size * batch_size
+    if n == 0:
+        raise SystemExit(f"{folder} holds fewer than {batch_size} readable images")
+    return list(read.images[:n].split(batch_size))
 
 
 def offline_rate(guard: Guard, pool: list[torch.Tensor], seconds: float) -> float:
@@ -190,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     guard = Guard.load(args.guard_dir, device="cpu")
-    pool = batches(guard.input_shape, args.batch_size)
+    pool = (file_batches(guard, args.images, args.batch_size) if args.images
+            else batches(guard.input_shape, args.batch_size))
     offline = offline_rate(guard, pool, args.seconds)
     print(f"offline: {offline:.2f} images/s (batches of {args.batch_size}, {threads} threads)", file=sys.stderr)
     del guard
