@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from diffguard.data.fmnist6 import CORE_SET_NAMES
 from diffguard.run.run_config import build_run_config
 from diffguard.evaluation.evaluate_run import evaluate, write_outputs
 from diffguard.run.runner import Runner, select_rows
@@ -26,8 +27,9 @@ FAST = ["inversion.steps=6", "inversion.cap=4"]
 
 def tiny_config(tiny_models: tuple[Path, Path], **extra: object) -> dict:
     clf, diff = tiny_models
+    # sets: fmnist6's core sets, as before the per-kind csid sets <val|test>-csid-<kind>-<severity> existed
     cfg = {"benchmark": "fmnist6", "classifier": str(clf), "diffusion": str(diff), "batch_size": 4, "limit": 6,
-           "val_limit": 6, "train_limit": 40, "gallery": 2,
+           "val_limit": 6, "train_limit": 40, "gallery": 2, "sets": list(CORE_SET_NAMES),
            "methods": [{"name": "msp"}, {"name": "knn", "params": {"k": 3}},
                        {"name": "dg", "kind": "diffguard", "preset": "fmnist6-cfg", "overrides": FAST}],
            "fusion": [{"baseline": "*", "diffguard": "dg"}]}
@@ -45,7 +47,7 @@ def test_select_rows_is_seeded_and_sorted() -> None:
 
 def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, Path]) -> None:
     spec = make_imglist_benchmark(tmp_path / "data", n=5, size=28, channels=1, num_classes=6)
-    cfg = build_run_config({**tiny_config(tiny_models, benchmark="tiny", data_root=str(tmp_path / "data")),
+    cfg = build_run_config({**tiny_config(tiny_models, benchmark="tiny", data_root=str(tmp_path / "data"), sets=None),
                             "limit": None, "val_limit": None, "train_limit": None})
     runner = Runner(cfg, tmp_path / "out", progress=False, spec=spec)
     with runner.run() as store:

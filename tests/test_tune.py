@@ -456,15 +456,16 @@ def test_fmnist6_tunes_on_val_csid_exactly_as_before() -> None:
     """fmnist6's val-csid has role val_csid now (it was a csid set named val*): tuning opens the same sets, in the same
     order, with the same limits as the committed study recorded, so its rows (select_rows of the same size, seed and
     name) and every number are unchanged; only the recorded role name differs."""
-    fmnist6 = get_benchmark("fmnist6")
-    assert tuning_sets(fmnist6)["val_csid"] == ["val-csid"] and csid_split(fmnist6) == (["val-csid"], ["test-csid"])
-    assert csid_note(fmnist6) == CSID_NOTE
+    fmnist6, listed = get_benchmark("fmnist6"), load_run_config("fmnist6").sets  # its config lists its sets
+    assert tuning_sets(fmnist6, listed)["val_csid"] == ["val-csid"]
+    assert csid_split(fmnist6, listed) == (["val-csid"], ["test-csid"])
+    assert csid_note(fmnist6, listed=listed) == CSID_NOTE
     db = Path(__file__).resolve().parents[1] / "docs" / "results" / "tune-fmnist6" / "tune.sqlite"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         (value,) = con.execute("SELECT a.value_json FROM study_user_attributes a JOIN studies s USING (study_id) "
                                "WHERE a.key = 'setup' AND s.study_name = 'msp'").fetchone()
     stored = json.loads(value)["data"]
-    allowed = tuning_sets(fmnist6)
+    allowed = tuning_sets(fmnist6, listed)
     roles = {n: r for r in TUNING_ROLES for n in allowed[r]}
     assert list(roles) == list(stored["roles"]) and stored["roles"]["val-csid"] == "csid"
     assert {n: ("csid" if r == "val_csid" else r) for n, r in roles.items()} == stored["roles"]

@@ -38,6 +38,7 @@ from diffguard.evaluation.stored_calibration import calibrated, fitted_calibrati
 from diffguard.evaluation.ood_metrics import compute_metrics, summarize
 from diffguard.evaluation.ood_metrics import accuracy
 from diffguard.report.gallery import GalleryItem, pick_extremes, to_uint8
+from diffguard.report.csid_severity import severity_tables, write_csid_table
 from diffguard.report.html_report import write_report
 from diffguard.report.tables import write_metric_tables
 from diffguard.report.plots import figure_png
@@ -221,7 +222,8 @@ def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k
 
 
 def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict[str, Any]) -> Path:
-    """scores.csv, metrics.{csv,json,md}, thresholds.json, manifest.json and report.html in the run folder."""
+    """scores.csv, metrics.{csv,json,md}, thresholds.json, manifest.json and report.html in the run folder, and
+    csid.md (with figures/csid_severity.png in the report) when the run has per-kind csid sets."""
 
     out = runner.out
     ev.table.to_csv(out / "scores.csv")
@@ -231,13 +233,15 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     if runner.cfg.ablation:
         write_ablation(runner, ev, out, meta)
+    csid = severity_tables(ev.rows, val_csid_rows(runner))  # sets named *-csid-<kind>-<severity>, if any
+    write_csid_table(csid, out)
     dg = [m.name for m in runner.cfg.methods if m.is_diffguard and m.name in ev.complete]
     galleries: dict[str, list[Any]] = {}
     for m in dg:
         galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
     return write_report(out, title=f"diffguard benchmark: {runner.spec.name}", metrics=ev.rows, table=ev.table,
                         methods=ev.complete, galleries=galleries, meta=report_meta(meta),
-                        summary=summary_rows(runner, ev))
+                        summary=summary_rows(runner, ev), csid=csid)
 
 
 def report_meta(manifest: dict[str, Any]) -> dict[str, str]:

@@ -21,9 +21,10 @@ from diffguard.bench.definitions import CSID_ROLES, metric_row_name
 from diffguard.run.store import ResultStore
 from diffguard.evaluation.ood_metrics import compute_metrics, summarize
 from diffguard.evaluation.ood_metrics import accuracy
+from diffguard.report.csid_severity import FLAGGED
 
 TPR = 0.95  # thresholds keep this share of ID-val
-CSID_FLAGGED = "csid flagged"
+CSID_FLAGGED = FLAGGED  # the column name, shared with the per-kind csid table (csid.md)
 
 
 def threshold_at_tpr(val_scores: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""One self-contained HTML report of a run: metrics table, ROC curves, score histograms and galleries.
+"""One self-contained HTML report of a run: metrics table, ROC curves, score histograms, galleries and, when the run
+has per-kind covariate-shift sets, their false alarms by corruption kind and severity.
 
 The page needs nothing outside itself: CSS is inline, every image is a base64 PNG data URI, and there is no
 JavaScript. The same PNGs are also written under ``<out_dir>/figures/`` for use elsewhere.
@@ -15,7 +16,8 @@ from typing import Any
 
 from diffguard.atomic_files import atomic_write_bytes, atomic_write_text
 from diffguard.report.gallery import GalleryItem, gallery_figure, safe_name
-from diffguard.report.plots import histogram_figure, roc_figure
+from diffguard.report.csid_severity import SeverityTable, severity_rows
+from diffguard.report.plots import csid_severity_figure, histogram_figure, roc_figure
 from diffguard.report.tables import ScoreTable, format_cell, header_text, is_number, table_columns
 
 _CSS = """
@@ -117,9 +119,21 @@ def _galleries_html(galleries: dict[str, list[GalleryItem]], figures: _Figures) 
     return "".join(parts) or '<p class="note">No galleries.</p>'
 
 
+def _csid_html(tables: list[SeverityTable], figures: _Figures) -> str:
+    """The per-kind covariate-shift section: one table and one plot per split (test: ``csid_severity.png``)."""
+    parts = []
+    for table in tables:
+        stem = "csid_severity" if table.split == "test" else f"csid_severity-{table.split}"
+        caption = f"Covariate-shifted ID {table.split} images flagged by kind and severity"
+        parts.append(f"<h3>{escape(table.split.capitalize())} sets</h3>"
+                     + metrics_html(severity_rows(table), f"csid-{table.split}")
+                     + f'<div class="figures">{figures.html(csid_severity_figure(table), stem, caption)}</div>')
+    return "".join(parts)
+
+
 def write_report(out_dir: str | os.PathLike[str], *, title: str, metrics: list[dict[str, Any]], table: ScoreTable,
                  methods: list[str], galleries: dict[str, list[GalleryItem]], meta: dict[str, Any],
-                 summary: list[dict[str, Any]] | None = None) -> Path:
+                 summary: list[dict[str, Any]] | None = None, csid: list[SeverityTable] | None = None) -> Path:
     """Write ``<out_dir>/report.html``, one self-contained page, and its PNGs under ``<out_dir>/figures/``.
 
     Args:
@@ -132,6 +146,9 @@ def write_report(out_dir: str | os.PathLike[str], *, title: str, metrics: list[d
         meta: shown as a definition list (command, machine, wall time, models, seeds, ...); values are shown
             with ``str`` (lists joined by commas, dicts as JSON).
         summary: optional short rows (e.g. one per method) shown first as ``<table id="summary">``.
+        csid: per-kind covariate-shift tables (:func:`~diffguard.report.csid_severity.severity_tables`); when
+            given and not empty, a section with each table and its plot (``figures/csid_severity.png`` for the test
+            sets).
     Returns:
         The path of ``report.html``.
     """
@@ -145,6 +162,8 @@ def write_report(out_dir: str | os.PathLike[str], *, title: str, metrics: list[d
         ("Score histograms", f'<div class="figures">{hist}</div>'),
         ("Galleries: input / synthesis", f'<div class="figures">{_galleries_html(galleries, figures)}</div>'),
     ]
+    if csid:
+        sections.insert(-1, ("Covariate shift by corruption kind and severity", _csid_html(csid, figures)))
     body = "".join(f"<section><h2>{escape(name)}</h2>{html}</section>" for name, html in sections)
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -1,4 +1,4 @@
-"""Report figures as PNG bytes: ROC curves and score histograms.
+"""Report figures as PNG bytes: ROC curves, score histograms and covariate-shift false alarms by severity.
 
 Figures are drawn on a :class:`matplotlib.figure.Figure` with its own Agg canvas, never through ``pyplot``, so
 nothing here changes matplotlib's global backend or state and no window is ever opened. OOD is the positive class.
@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
+from diffguard.report.csid_severity import CLEAN_RATE, SeverityTable
 from diffguard.report.tables import ScoreTable
 
 DPI = 110
@@ -144,4 +146,35 @@ def histogram_figure(table: ScoreTable, method: str, id_set: str, ood_sets: list
     ax.set(xlabel=f"{method} score (higher = more OOD)", ylabel="density", title=f"Score histogram: {method}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return figure_png(fig)
+
+
+def _method_style(i: int) -> dict[str, object]:
+    """Colour (tab20, then again with a dashed-dotted line) and marker of the i-th method's line."""
+    colors = matplotlib.colormaps["tab20"].colors
+    return {"color": colors[i % len(colors)], "ls": "-" if i < len(colors) else "-.", "marker": "o", "ms": 3.5}
+
+
+def csid_severity_figure(table: SeverityTable) -> bytes:
+    """PNG: share of covariate-shifted ID images flagged (%) against severity, one panel per corruption kind, one
+    line per method, the clean rate (ID-val's 5 %) dashed.
+
+    Args:
+        table: one split's shares (:func:`diffguard.report.csid_severity.severity_tables`).
+    """
+    kinds = table.kinds
+    fig = Figure(figsize=(2.4 * len(kinds) + 2.6, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(kinds), sharey=True, squeeze=False)[0]
+    for ax, kind in zip(axes, kinds):
+        sevs = table.severities(kind)
+        for i, (method, got) in enumerate(table.flagged.items()):
+            ax.plot(sevs, [100 * got.get((kind, s), np.nan) for s in sevs], lw=1.3, label=method, **_method_style(i))
+        ax.axhline(100 * CLEAN_RATE, color="0.4", ls="--", lw=1, label=f"clean rate ({100 * CLEAN_RATE:.0f} %)")
+        ax.set(title=kind, xlabel="severity", xticks=sevs)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_ylabel(f"flagged (%), {table.split} sets")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="x-small")
+    fig.suptitle("Covariate-shifted ID images flagged at the 95 %-TPR threshold", fontsize="medium")
     return figure_png(fig)

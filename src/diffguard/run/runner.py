@@ -74,7 +74,7 @@ class Runner:
         self._prior: set[tuple[str, str, int]] = set()  # (method, set, batch) already in a merged results.sqlite
 
     def _set_names(self) -> list[str]:
-        names = self.cfg.sets or [s.name for s in self.spec.sets]
+        names = self.cfg.sets or self.spec.default_sets()
         needed = [s.name for s in self.spec.by_role("train", "val", "id")]
         return [s.name for s in self.spec.sets if s.name in set(names) | set(needed)]
 

@@ -1,8 +1,11 @@
 """The only data a tuner sees: ID-train (fits), ID-val, OOD-val and the covariate-shifted ID validation sets.
 
-Which covariate-shifted ID sets tuning uses (known classes, mildly corrupted, not to be flagged): exactly the sets of
-role ``val_csid`` -- the benchmark declares them, no name is read (:func:`~diffguard.run.plan.is_validation`, the
-benchmark's one rule). fmnist6 has one, ``val-csid``. Every set of role ``csid`` (fmnist6's ``test-csid``, OpenOOD
+Which covariate-shifted ID sets tuning uses (known classes, mildly corrupted, not to be flagged): the sets of role
+``val_csid`` -- the benchmark declares them, no name is read (:func:`~diffguard.run.plan.is_validation`, the
+benchmark's one rule): the benchmark's default ones (every set not marked optional), plus the optional ones the
+run config's ``sets:`` names (``listed``). fmnist6 has 16 (``val-csid`` and the optional per-kind
+``val-csid-<kind>-<severity>``), so ``diffguard tune fmnist6`` uses ``val-csid`` alone, as before the per-kind sets
+existed, and a config that lists per-kind sets tunes against them too. Every set of role ``csid`` (fmnist6's ``test-csid``, OpenOOD
 v1.5's csid sets, a user set ``{name: blurred, role: csid}``) is test data, whatever its name: tuning never opens it.
 The same rule gives validation sets the run's ``val_limit`` and puts them in the report's ``csid flagged (val)``
 column, so a set is validation data everywhere or nowhere. To tune against a covariate-shifted set of your own, give
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,16 +61,19 @@ def tuning_role(spec: BenchmarkSpec, name: str) -> str:
     return role
 
 
-def csid_split(spec: BenchmarkSpec) -> tuple[list[str], list[str]]:
-    """(the ``val_csid`` sets, which tuning uses; the ``csid`` test sets, which it never opens)."""
-    return [s.name for s in spec.by_role("val_csid")], [s.name for s in spec.by_role("csid")]
+def csid_split(spec: BenchmarkSpec, listed: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(the ``val_csid`` sets, which tuning uses; the ``csid`` test sets, which it never opens); only those in
+    ``listed`` (a run config's ``sets:``) when given."""
+    chosen = set(spec.default_sets()) | set(listed or ())
+    pick = [s for s in spec.sets if s.name in chosen]
+    return [s.name for s in pick if s.role == "val_csid"], [s.name for s in pick if s.role == "csid"]
 
 
-def csid_note(spec: BenchmarkSpec, used: list[str] | None = None) -> str:
-    """One line saying which covariate-shifted ID sets tuning uses (``used``, default every ``val_csid`` set), which
-    csid test sets it leaves unseen, and a warning per ``csid`` set named ``val...``
-    (:func:`~diffguard.run.plan.legacy_csid_warning`)."""
-    valid, test = csid_split(spec)
+def csid_note(spec: BenchmarkSpec, used: list[str] | None = None, listed: Sequence[str] | None = None) -> str:
+    """One line saying which covariate-shifted ID sets tuning uses (``used``, default every ``val_csid`` set of
+    :func:`csid_split`), which csid test sets it leaves unseen (those of ``listed``, a run config's ``sets:``, when
+    given), and a warning per ``csid`` set named ``val...`` (:func:`~diffguard.run.plan.legacy_csid_warning`)."""
+    valid, test = csid_split(spec, listed)
     used = valid if used is None else used
     head = (f"covariate-shifted ID sets used for tuning (role val_csid): {', '.join(used)}" if used else
             f"no covariate-shifted ID validation set (role val_csid) used for tuning on {spec.name!r}: the objective "
@@ -76,12 +82,14 @@ def csid_note(spec: BenchmarkSpec, used: list[str] | None = None) -> str:
     return head + (f"; csid test sets, never opened: {', '.join(test)}" if test else "") + warn
 
 
-def tuning_sets(spec: BenchmarkSpec) -> dict[str, list[str]]:
-    """Set names by role that a tuner may see: the first ``val`` set, every ``val_ood`` and ``val_csid`` set and the
-    first ``train`` set (fits); ConfigError when the benchmark has no val or val_ood set."""
+def tuning_sets(spec: BenchmarkSpec, listed: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Set names by role that a tuner may see: the first ``val`` set, every ``val_ood`` set, the ``val_csid`` sets
+    (those in ``listed``, a run config's ``sets:``, when given: :func:`csid_split`) and the first ``train`` set
+    (fits); ConfigError when the benchmark has no val or val_ood set."""
     spec.require(["val", "val_ood"], "tuning (ID-val against OOD-val)")
     out: dict[str, list[str]] = {r: [s.name for s in spec.by_role(r)] for r in TUNING_ROLES}
     out["val"], out["train"] = out["val"][:1], out["train"][:1]
+    out["val_csid"] = csid_split(spec, listed)[0]
     return out
 
 
@@ -109,19 +117,22 @@ class ValidationData:
         data_root: its data folder (see :func:`~diffguard.bench.definitions.open_benchmark`).
         limits: images per set.
         sets: set names to use (default: every set :func:`tuning_sets` allows); each passes :func:`tuning_role`.
+        listed: the run config's ``sets:`` (None: it lists none); the default ``sets`` then take only the
+            ``val_csid`` sets it lists (:func:`tuning_sets`).
 
     ``csid_note``: which covariate-shifted ID sets it uses (:func:`csid_note` of the sets it opens), for the log and
     the report.
     """
 
-    def __init__(self, spec: BenchmarkSpec, data_root: str | None, limits: Limits, sets: list[str] | None = None):
-        allowed = tuning_sets(spec)
+    def __init__(self, spec: BenchmarkSpec, data_root: str | None, limits: Limits, sets: list[str] | None = None,
+                 listed: Sequence[str] | None = None):
+        allowed = tuning_sets(spec, listed)
         names = sets if sets is not None else [n for r in TUNING_ROLES for n in allowed[r]]
         self.roles = {n: tuning_role(spec, n) for n in names}
         if not any(r == "val" for r in self.roles.values()) or not any(r == "val_ood" for r in self.roles.values()):
             raise UserError(f"tuning needs an ID-val and an OOD-val set; got {self.roles}")
         self.spec, self.limits = spec, limits
-        self.csid_note = csid_note(spec, [n for n in names if self.roles[n] == "val_csid"])
+        self.csid_note = csid_note(spec, [n for n in names if self.roles[n] == "val_csid"], listed)
         self.sources = open_benchmark(spec, data_root, names)
         self.rows = {n: select_rows(len(src), limits.of(self.roles[n]), limits.seed, n)
                      for n, src in self.sources.items()}

@@ -212,7 +212,7 @@ def tune(cfg: Any, out: str | Path, methods: Sequence[str] = (), fusion: Sequenc
     unknown = sorted(set(methods) - {m.name for m in cfg.methods})
     if unknown:
         raise UserError(f"unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
-    data = ValidationData(spec, cfg.data_root, limits)
+    data = ValidationData(spec, cfg.data_root, limits, listed=cfg.sets)  # val_csid sets: those cfg.sets lists
     models = Models(cfg, resolve_device(cfg.device))
     storage = storage_for(out)
     log(objective.statement())
