@@ -8,7 +8,10 @@ validation AUROC (mean over OOD-val sets), the csid false-alarm rate, and the sh
 here reads a test set.
 
     OMP_WAIT_POLICY=PASSIVE bash scripts/with-tcmalloc.sh .venv/bin/python benchmarks/cascade_cost_curve.py \\
-        --config fmnist6-tuned --pair diffguard-tuned+vim-tuned --val-limit 300 --out results/cascade-curve
+        --config fmnist6-full-spectrum --pair diffguard-tuned+vim-tuned --out results/tune-full-spectrum
+
+(with the ``--out`` folder of a ``diffguard tune`` run on the same config and limits, the validation scores it
+cached are reused).
 
 Prints a Markdown table and writes ``OUT/cascade_cost_curve.png`` (validation AUROC against the DiffGuard share).
 """
@@ -38,17 +41,18 @@ WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="fmnist6-tuned")
+    p.add_argument("--config", default="fmnist6-full-spectrum")
     p.add_argument("--pair", default="diffguard-tuned+vim-tuned", help="DIFFGUARD+BASELINE methods of the config")
-    p.add_argument("--val-limit", type=int, default=300, help="images per validation set (ID-val, OOD-val, csid)")
+    p.add_argument("--val-limit", type=int, default=600, help="ID-val and OOD-val images per set")
+    p.add_argument("--csid-limit", type=int, default=300, help="images per covariate-shifted validation set")
     p.add_argument("--trials", type=int, default=60, help="fusion trials per cost weight")
-    p.add_argument("--out", default="results/cascade-curve")
+    p.add_argument("--out", default="results/tune-full-spectrum")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = load_run_config(args.config)
     spec = resolve_benchmark(cfg.benchmark, needs=("val", "val_ood"), purpose="tuning")
     data = ValidationData(spec, cfg.data_root, Limits(val=args.val_limit, val_ood=args.val_limit,
-                                                      csid=args.val_limit))
+                                                      csid=args.csid_limit), listed=cfg.sets)
     models = Models(cfg, resolve_device(cfg.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
