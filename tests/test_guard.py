@@ -51,6 +51,7 @@ def test_guard_folder_is_readable_and_holds_no_pickle(tiny_guard: Path) -> None:
     assert set(config["fusion"]["fitted"]) >= {"low_threshold", "high_threshold"}
     assert config["threshold"]["tpr"] == 0.95 and "0.99" in config["threshold"]["val_quantiles"]
     assert config["input"] == {**config["input"], "size": 28, "channels": 1, "range": [-1.0, 1.0]}
+    assert config["input"]["normalisation"]["formula"] == "((x + 1) / 2 - mean) / std"
     dg = next(p for p in config["parts"] if p["name"] == "dg")
     assert dg["settings"]["preset"] == "fmnist6-cfg" and dg["settings"]["inversion"]["steps"] == 6  # overrides applied
     assert all(len(f["sha256"]) == 64 for rec in config["models"].values() for f in rec["files"])

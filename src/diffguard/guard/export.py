@@ -209,7 +209,19 @@ def _guard(runner: Any, name: str, title: str, parts: dict[str, Part], val: np.n
                  geometry=Geometry(classes, spec.image_size, spec.channels), fusion=fusion,
                  fusion_parts=(f.baseline, f.diffguard) if f is not None else None, val_quantiles=val_quantiles(val),
                  n_val=int(val.size), record={"models": models, "source": source or {},
-                                              "fusion_rule": f.rule if f is not None else None})
+                                              "fusion_rule": f.rule if f is not None else None,
+                                              "normalisation": normalisation(runner.classifier)})
+
+
+def normalisation(classifier: Any) -> dict[str, Any]:
+    """What the classifier adapter does to the guard's [-1, 1] input: ((x + 1) / 2 - mean) / std, resized to its
+    resolution (recorded for people; the adapter rebuilt from its spec applies it)."""
+    mean, std = getattr(classifier, "mean", None), getattr(classifier, "std", None)
+    if mean is None or std is None:
+        return {"applied_by": type(classifier).__name__}
+    resolution = getattr(classifier, "resolution", None)
+    return {"formula": "((x + 1) / 2 - mean) / std", "mean": [float(v) for v in mean.flatten()],
+            "std": [float(v) for v in std.flatten()], "resolution": list(resolution) if resolution else None}
 
 
 def _threshold(val: np.ndarray) -> float:

@@ -90,7 +90,8 @@ def save_guard(guard: Any, path: str | Path, copy_models: bool = False) -> Path:
                             "val_quantiles": guard.val_quantiles},
               "input": {"classes": list(guard.geometry.classes), "size": guard.geometry.size,
                         "channels": guard.geometry.channels, "range": [-1.0, 1.0], "layout": "N, C, H, W float32",
-                        "normalisation": "the classifier adapter applies its own (see models.classifier.spec)"},
+                        "normalisation": guard.record.get("normalisation")
+                        or "the classifier adapter applies its own (see models.classifier.spec)"},
               "models": models, "source": guard.record.get("source", {})}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     save_file(tensors, str(out / STATE_FILE))
@@ -179,6 +180,7 @@ def load_fields(path: str | Path, device: str | torch.device = "cpu") -> dict[st
                  val_quantiles=dict(thr.get("val_quantiles", {})), n_val=int(thr.get("n_val", 0)),
                  tpr=float(thr.get("tpr", 0.95)),
                  record={"models": models, "source": config.get("source", {}),
+                         "normalisation": config["input"].get("normalisation"),
                          "fusion_rule": fusion["rule"] if fusion else None})
 
 
