@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ import yaml
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
+from diffguard.detectors.fusion import FUSION_RULES
 from diffguard.atomic_files import atomic_write_bytes, atomic_write_text
 from diffguard.report.plots import figure_png
 from diffguard.report.tables import markdown_table
@@ -142,8 +144,8 @@ def tuned_config(cfg: Any, studies: dict[str, optuna.Study]) -> tuple[dict[str, 
             methods.append(_method_entry(cfg, name, trials[0]))
             continue
         spec = trials[0].user_attrs["spec"]
-        keys = ("baseline", "diffguard", "rule", *(("low_q", "high_q") if spec["rule"] == "band" else ("weight",)))
-        fusion.append({k: spec[k] for k in keys})
+        rule_keys = [f.name for f in dataclasses.fields(FUSION_RULES.get(spec["rule"])) if f.init]
+        fusion.append({k: spec[k] for k in ("baseline", "diffguard", "rule", *rule_keys)})
     data["methods"] = data.get("methods", []) + methods
     data["fusion"] = data.get("fusion", []) + fusion
     return data, notes

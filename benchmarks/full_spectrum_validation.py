@@ -1,0 +1,68 @@
+"""Full-spectrum validation table: every method and tuned fusion of a `diffguard tune` folder, per csid-val set.
+
+Reads the validation scores a `diffguard tune CONFIG --fusion ...` run cached in ``OUT/scores/`` and its fusion
+studies in ``OUT/tune.sqlite`` (no network call, no test set), and prints one Markdown row per detector: the mean
+OOD-val AUROC, the share of each covariate-shifted validation set flagged at the threshold that keeps 95 % of ID-val,
+the worst set at severities 1-2 (what the objective penalises) and the objective.
+
+    .venv/bin/python benchmarks/full_spectrum_validation.py results/tune-full-spectrum
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from diffguard.detectors.fusion import create_fusion
+from diffguard.tune.objective import Objective
+from diffguard.tune.study import best, load_studies
+from diffguard.tune.trials import load_scores
+
+
+def method_columns(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Method name -> set -> scores, from the cached config-spec scores of ``OUT/scores/<method>/``."""
+    cols = {}
+    for folder in sorted((out / "scores").iterdir()):
+        files = sorted(folder.glob("trial-config-*.npz"))
+        if files:
+            cols[folder.name] = {s: c["score"] for s, c in load_scores(files[-1]).items()}
+    return cols
+
+
+def row(name: str, scores: dict[str, np.ndarray], objective: Objective) -> tuple[str, dict]:
+    val_ood = {s: v for s, v in scores.items() if s in ("val-ood", "val-far")}
+    csid = {s: v for s, v in scores.items() if s.startswith("val-csid")}
+    return name, objective.evaluate(scores["val"], val_ood, csid).attrs()
+
+
+def main(out: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cols = method_columns(out)
+    objective = Objective()
+    rows = [row(m, c, objective) for m, c in cols.items()]
+    for study_name, study in sorted(load_studies(out).items()):
+        trial = best(study)
+        if trial is None or not study_name.startswith("fusion:"):
+            continue
+        dg, base = study_name[len("fusion:"):].split("+", 1)
+        params = dict(trial.user_attrs["spec"])
+        rule = create_fusion(params.pop("rule"), **{k: v for k, v in params.items() if k not in ("baseline", "diffguard")})
+        rule.fit(cols[base]["val"], cols[dg]["val"])
+        fused = {s: rule.fuse(cols[base][s], cols[dg][s]) for s in cols[dg]}
+        label = f"{dg} + {base} ({trial.user_attrs['spec']['rule']})"
+        rows.append(row(label, fused, objective))
+    sets = sorted({s for _, ev in rows for s in ev["csid_per_set"]}, key=lambda s: (len(s) > 8, s))
+    print("| detector | objective | AUROC (mean OOD-val) | worst csid (sev 1-2) | "
+          + " | ".join(s.replace("val-csid-", "") or s for s in sets) + " |")
+    print("|---|" + "---:|" * (3 + len(sets)))
+    for name, ev in rows:
+        cells = " | ".join(f"{100 * ev['csid_per_set'][s]:.1f}" for s in sets)
+        print(f"| {name} | {ev['objective']:.4f} | {100 * ev['mean_auroc']:.2f} | {100 * ev['csid_flag_rate']:.1f} | "
+              f"{cells} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/tune-full-spectrum"))
