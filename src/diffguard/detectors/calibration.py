@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from diffguard.score_arrays import as_scores
 from diffguard.detectors.fusion import robust_standardise
 
 CALIBRATIONS = ("class",)
@@ -31,14 +32,7 @@ CALIBRATIONS = ("class",)
 
 
 def _scores(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (N,), got shape {arr.shape}")
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} has {int(np.isnan(arr).sum())} NaN value(s): drop those samples first")
-    return arr
+    return as_scores(x, name)
 
 
 def _labels(y: Any, n: int, name: str) -> np.ndarray:

@@ -36,20 +36,13 @@ from typing import Any
 import numpy as np
 
 from diffguard.registry import Registry
+from diffguard.score_arrays import as_scores
 
 _U_MAX = 1.0 - 1e-12
 
 
 def _array(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
-    nan = int(np.isnan(arr).sum())
-    if nan:
-        raise ValueError(f"{name} has {nan} NaN score(s): drop those samples or fix the detector that made them")
-    return arr
+    return as_scores(x, name, empty="a fusion rule needs at least one score")
 
 
 def _robust_scale(x: np.ndarray) -> tuple[float, float]:

@@ -25,24 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from diffguard.score_arrays import as_scores
+
 METRIC_KEYS = ("AUROC", "FPR@95 (OOD-pos, v1.5)", "FPR@95 (ID-pos, paper)", "AUPR-IN", "AUPR-OUT")
 TPR_LEVEL = 0.95
 
 
 def _as_scores(x: Any, name: str) -> np.ndarray:
     """Any 1-D array or tensor -> float64 numpy, refusing empty input and NaN."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: every metric needs at least one ID and one OOD score")
-    nan = int(np.isnan(arr).sum())
-    if nan:
-        raise ValueError(f"{name} has {nan} NaN score(s) out of {arr.size}: drop those samples or fix the detector "
-                         "that produced them (metrics never guess a value)")
-    return arr
+    return as_scores(x, name, empty="every metric needs at least one ID and one OOD score")
 
 
 def _curve(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
