@@ -41,7 +41,7 @@ def band_fractions(guard: Guard, runner, sets: list[str], batch: int) -> dict[st
         need = 0
         for i in range(0, len(rows), batch):
             x, ids = src.load(rows[i:i + batch]), src.ids[rows[i:i + batch]]
-            need += int(guard.fusion.needs_diffguard(guard._part_scores(baseline, x, ids)).sum())
+            need += int(guard.fusion.needs_diffguard(guard.part_scores(baseline, x, ids)).sum())
         out[name] = (len(rows), need)
     return out
 
@@ -66,8 +66,8 @@ def full_scores(guard: Guard, x: torch.Tensor, ids: torch.Tensor) -> tuple[np.nd
     """The fused score with DiffGuard computed for every image (what the cascade must reproduce), and the seconds
     the baseline and DiffGuard took."""
     b_name, d_name = guard.fusion_parts
-    t_b, b = timed(lambda: guard._part_scores(guard.parts[b_name], x, ids))
-    t_d, d = timed(lambda: guard._part_scores(guard.parts[d_name], x, ids))
+    t_b, b = timed(lambda: guard.part_scores(guard.parts[b_name], x, ids))
+    t_d, d = timed(lambda: guard.part_scores(guard.parts[d_name], x, ids))
     return guard.fusion.fuse(b, d), t_b, t_d
 
 

@@ -74,7 +74,7 @@ def test_refuses_bad_input():
 
 # ----- WeightedSumFusion: robust z-scores on ID-val, weighted sum -----
 
-from diffguard.detectors.fusion import WeightedSumFusion, create_fusion  # noqa: E402
+from diffguard.detectors.fusion import create_fusion  # noqa: E402
 
 
 def test_weighted_sum_is_the_documented_formula():

@@ -16,8 +16,6 @@ The shipped weights live in ``diffguard/weights/``; :func:`shipped_path` finds t
 
 from __future__ import annotations
 
-from diffguard.errors import UserError
-
 import json
 import os
 from dataclasses import dataclass
@@ -25,11 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 
 from diffguard.data.fmnist6 import KNOWN_NAMES, RESOLUTION
+from diffguard.errors import UserError
 from diffguard.nets.resnet import SmallResNet
-from diffusers import DDPMScheduler, UNet2DModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {"classifier": "fmnist6-classifier", "diffusion": "fmnist6-diffusion"}

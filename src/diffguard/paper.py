@@ -24,15 +24,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
+
+import yaml
 
 from diffguard.detectors.diffguard import DiffGuard
-from diffguard.specs.method_specs import build_method
 from diffguard.errors import ConfigError
-from diffguard.run.run_config import CONFIG_DIR, read_config_file
-import yaml
-from diffguard.run.run_config import builtin_configs
-from diffguard.run.run_config import build_run_config, read_config_file
+from diffguard.run.run_config import CONFIG_DIR, build_run_config, builtin_configs, read_config_file
+from diffguard.specs.method_specs import build_method
 from diffguard.specs.model_specs import build_backend, build_classifier
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

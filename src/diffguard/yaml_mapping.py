@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffguard.errors import ConfigError
 import yaml
+
+from diffguard.errors import ConfigError
 
 
 def read_mapping(path: Path, kind: str, expected: str) -> dict[str, Any]:

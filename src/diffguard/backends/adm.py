@@ -32,17 +32,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
+from diffusers import UNet2DModel
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict
-from diffusers import UNet2DModel
 from diffguard.backends.pixel_unet import PixelBackend
-
-if TYPE_CHECKING:
-    from diffguard.backends.pixel_unet import PixelBackend
 
 
 @dataclass(frozen=True)

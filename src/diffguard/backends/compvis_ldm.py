@@ -23,13 +23,13 @@ from typing import Any, Mapping
 
 import torch
 import yaml
+from diffusers import UNet2DConditionModel
 from torch import Tensor
 
 from diffguard.backends.adm import AdmConfig, block_map, rename_unet_keys
 from diffguard.backends.compvis_vq import CompVisVQ, load_compvis_vq
 from diffguard.backends.latent import LatentBackend
 from diffguard.backends.loaders import CheckpointError, load_exact, read_state_dict, strip_prefix
-from diffusers import UNet2DConditionModel
 
 UNET = "model.diffusion_model."
 

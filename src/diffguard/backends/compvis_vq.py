@@ -25,10 +25,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+from diffusers import VQModel
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact
-from diffusers import VQModel
 
 
 def _levels(state: Mapping[str, Tensor], part: str, group: str) -> int:

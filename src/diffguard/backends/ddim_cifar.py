@@ -32,18 +32,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
+import yaml
+from diffusers import UNet2DModel
 from torch import Tensor
 
 from diffguard.backends.loaders import CheckpointError, load_exact, read_checkpoint
-from diffusers import UNet2DModel
 from diffguard.backends.pixel_unet import PixelBackend
-import yaml
-
-if TYPE_CHECKING:
-    from diffguard.backends.pixel_unet import PixelBackend
 
 _RES = {"norm1": "norm1", "conv1": "conv1", "temb_proj": "time_emb_proj", "norm2": "norm2", "conv2": "conv2",
         "nin_shortcut": "conv_shortcut"}

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from diffguard.backends.diffusers_parts import (DIT_CLASSES, subfolder, find_scheduler, folder_kind, read_json)
+from diffguard.backends.diffusers_parts import DIT_CLASSES, find_scheduler, folder_kind, read_json, subfolder
 from diffguard.backends.dit import dit_backend, latent_unet_backend
 from diffguard.backends.loaders import ModelFolderError
 from diffguard.backends.pixel_unet import PixelBackend

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel, VQModel
 from torch import Tensor, nn
 
 from diffguard.backends.loaders import ModelFolderError
-from diffusers import UNet2DConditionModel, UNet2DModel
-from diffusers import AutoencoderKL, VQModel
-from diffusers import DDPMScheduler
 
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 DIT_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")

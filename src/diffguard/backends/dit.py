@@ -18,13 +18,13 @@ import os
 from pathlib import Path
 
 import torch
+from diffusers import DiTTransformer2DModel
 from torch import Tensor
 
 from diffguard.backends.diffusers_parts import alphas_cumprod, load_autoencoder, load_unet
 from diffguard.backends.latent import DiffusersAutoencoder, LatentBackend, UNetEps
 from diffguard.backends.loaders import CheckpointError, ModelFolderError
 from diffguard.errors import ConfigError
-from diffusers import DiTTransformer2DModel
 
 
 def _folder(folder: str | os.PathLike[str], parts: tuple[str, ...]) -> Path:

@@ -11,8 +11,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
-from diffguard.perf.accel import NetworkRunner, Precision
 from diffguard.devices import to_device
+from diffguard.perf.accel import NetworkRunner, Precision
 
 
 class Autoencoder(Protocol):

@@ -7,16 +7,16 @@ anything that would run code. Nothing is downloaded.
 
 from __future__ import annotations
 
-from diffguard.errors import UserError
-
 import os
 import pickle
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
-from torch import Tensor
 from safetensors.torch import load_file
+from torch import Tensor
+
+from diffguard.errors import UserError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.perf.accel import NetworkRunner, Precision
-from diffguard.model_files import load_diffusion
-from pathlib import Path
 from diffguard.backends.diffusers_parts import alphas_cumprod, find_scheduler, load_unet
 from diffguard.backends.loaders import ModelFolderError
 from diffguard.errors import ConfigError
+from diffguard.model_files import load_diffusion
+from diffguard.perf.accel import NetworkRunner, Precision
 
 
 class PixelBackend:

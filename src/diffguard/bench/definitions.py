@@ -21,15 +21,12 @@ data is chosen by role only (:data:`VALIDATION_ROLES`), never by a set's name.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, get_args
+from typing import Literal, Sequence, get_args
 
-from diffguard.errors import ConfigError
-from diffguard.bench.image_sources import DataError, ImageListSource, ImageSource, TensorSource
-from diffguard.registry import Registry
 from diffguard.data import fmnist6 as f
+from diffguard.errors import ConfigError
+from diffguard.registry import Registry
 
 Role = Literal["train", "val", "val_ood", "val_csid", "id", "csid", "near", "far"]
 ROLES: tuple[str, ...] = get_args(Role)

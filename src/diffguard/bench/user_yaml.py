@@ -32,9 +32,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from diffguard.errors import ConfigError
 from diffguard.bench.definitions import BENCHMARKS, CSID_ROLES, ROLES, SET_ROW_PREFIX, BenchmarkSpec, SetSpec
 from diffguard.bench.image_sources import DataError, ImageFolderSource, ImageListSource, ImageSource, image_files
+from diffguard.errors import ConfigError
 from diffguard.yaml_mapping import read_mapping
 
 DEFINITION_KEYS = ("name", "classes", "size", "channels", "sets", "notes")

@@ -8,6 +8,7 @@ diffguard[timm]``).
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any, Mapping, Sequence
 
@@ -15,7 +16,6 @@ from torch import Tensor
 
 from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.wrap import IMAGENET_MEAN, IMAGENET_STD, check_num_classes, wrap_module
-import difflib
 
 
 def _timm() -> Any:

@@ -14,15 +14,15 @@ read with ``weights_only``. Files saved with the DiffGuard authors' normalisatio
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any, Mapping, Sequence
 
+import torchvision
 from torch import Tensor, nn
 
 from diffguard.classify.adapter import ModuleClassifier
 from diffguard.classify.wrap import IMAGENET_MEAN, IMAGENET_STD, check_num_classes, wrap_module
-import torchvision
-import difflib
 
 
 def build_torchvision(arch: str, num_classes: int = 1000, **arch_kwargs: Any) -> nn.Module:

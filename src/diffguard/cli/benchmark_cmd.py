@@ -7,21 +7,19 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
 import torch
-from diffguard.data.fashion_mnist import resolve_root
+
 from diffguard.bench.open_sets import resolve_benchmark
-from diffguard.bench.user_yaml import benchmark_files
-from diffguard.bench.user_yaml import is_definition, looks_like_file, read_definition
-from diffguard.evaluation.evaluate_run import evaluate, write_outputs
+from diffguard.bench.user_yaml import benchmark_files, is_definition, looks_like_file, read_definition
+from diffguard.data.fashion_mnist import resolve_root
+from diffguard.evaluation.evaluate_run import ablation_rows, evaluate, summary_rows, write_outputs
 from diffguard.report.tables import markdown_table
-from diffguard.evaluation.evaluate_run import ablation_rows
-from diffguard.evaluation.evaluate_run import summary_rows
 from diffguard.run.config_check import checked_run_config
-from diffguard.run.run_config import read_config_file
 from diffguard.run.distributed import dist_from_env, finish_group, init_group
 from diffguard.run.manifest import build_manifest, model_hashes
 from diffguard.run.preflight import preflight
-from diffguard.run.run_config import config_dict
+from diffguard.run.run_config import config_dict, read_config_file
 from diffguard.run.runner import Runner
 
 

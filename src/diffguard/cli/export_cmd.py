@@ -8,6 +8,7 @@ GUARD_DIR`` use it without the benchmark's data. The export itself reads the run
 from __future__ import annotations
 
 import argparse
+
 from diffguard.guard.export import export_run
 
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffguard.cli.options import add_common
 import torch
-from diffguard.errors import ConfigError
-from diffguard.train.model_cards import member_card
+
+from diffguard.cli.options import add_common
 from diffguard.data.fmnist6 import load_fmnist6
 from diffguard.detectors.ensemble import ensemble_folders
+from diffguard.errors import ConfigError
 from diffguard.model_files import load_classifier
-from diffguard.train.model_check import classifier_accuracy
 from diffguard.sysinfo import machine
-from diffguard.train.model_check import QualityCheck, parse_model_spec, run_quality_check, train_folder
-from diffguard.train.model_cards import write_cards
+from diffguard.train.model_cards import member_card, write_cards
+from diffguard.train.model_check import (
+    QualityCheck,
+    classifier_accuracy,
+    parse_model_spec,
+    run_quality_check,
+    train_folder,
+)
 
 SPEC_HELP = ("anything a run config's `{key}:` takes: a folder path, the name of a model shipped in the package "
              "({example}), or an inline YAML/JSON mapping such as {mapping} (default: the shipped one)")

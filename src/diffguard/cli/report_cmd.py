@@ -7,12 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
-from diffguard.run.store import StoreError
 from diffguard.cli.benchmark_cmd import finish_run
+from diffguard.run.distributed import merge_stores
 from diffguard.run.run_config import build_run_config
 from diffguard.run.runner import Runner
-from diffguard.run.store import ResultStore
-from diffguard.run.distributed import merge_stores
+from diffguard.run.store import ResultStore, StoreError
 
 
 def add(sub: argparse._SubParsersAction) -> None:

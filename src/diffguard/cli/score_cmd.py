@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffguard.errors import ConfigError
 from diffguard.bench.image_sources import DataError, read_image_list
+from diffguard.errors import ConfigError
 from diffguard.evaluation.ood_metrics import compute_metrics
 from diffguard.guard.export import FEW_VAL, export_run, guard_from_config, read_json
 from diffguard.guard.guard import Guard

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from diffguard.evaluation.seed_spread import aggregate, check_same_plan, read_run, summary_rows
 from diffguard.report.tables import markdown_table, write_metric_tables
 

@@ -96,7 +96,10 @@ def check_ports_free(server: ServerOptions) -> None:
 def start_mlserver(folder: Path) -> int:
     """``mlserver start FOLDER`` in this process, until the server stops."""
     from mlserver.cli.main import (  # optional: mlserver (the extra diffguard[serve])
-        configure_logger, install_uvloop_event_loop, root)
+        configure_logger,
+        install_uvloop_event_loop,
+        root,
+    )
 
     configure_logger()
     install_uvloop_event_loop()

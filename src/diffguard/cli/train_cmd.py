@@ -8,10 +8,11 @@ import shlex
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+
 from diffguard.cli.options import add_common
 from diffguard.train.train_classifier import ClassifierTrainConfig, train_classifier
 from diffguard.train.train_diffusion import DiffusionTrainConfig, train_diffusion
-import torch
 
 DEFAULT_CKPT_ROOT = Path("runs")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+
+import torch
+
 from diffguard.errors import UserError
 from diffguard.run.run_config import load_run_config
 from diffguard.tune import Limits, Objective, tune
-import torch
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from diffguard.errors import UserError
-
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffguard.data.idx import IdxError, read_idx
+from diffguard.errors import UserError
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "DIFFGUARD_DATA_ROOT"

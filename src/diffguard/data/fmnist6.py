@@ -62,10 +62,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
 
 from diffguard.data.corruptions import CORRUPTIONS, SEVERITY_LEVELS, corrupt, corrupt_kind, gaussian_blur
 from diffguard.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-from sklearn.datasets import load_digits
 
 KNOWN_CLASSES = (0, 1, 2, 3, 4, 5)
 UNKNOWN_CLASSES = (6, 7, 8, 9)

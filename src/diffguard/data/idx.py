@@ -12,14 +12,14 @@ to do, never a bare ``struct.error`` or a silently shortened array.
 
 from __future__ import annotations
 
-from diffguard.errors import UserError
-
 import gzip
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from diffguard.errors import UserError
 
 _UBYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"

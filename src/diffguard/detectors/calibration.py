@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from diffguard.score_arrays import as_scores
 from diffguard.detectors.fusion import robust_standardise
+from diffguard.score_arrays import as_scores
 
 CALIBRATIONS = ("class",)
 """Calibration names a method spec may give (``None``: raw scores)."""

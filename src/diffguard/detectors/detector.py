@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from diffguard.errors import UserError
-from diffguard.registry import Registry
 from diffguard.detectors.search_space import Space
 from diffguard.devices import to_device
+from diffguard.errors import UserError
+from diffguard.registry import Registry
 
 
 @dataclass

@@ -15,13 +15,13 @@ Higher score = more OOD.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.detectors.detector import DETECTORS, DetectorBase, Needs, Scored
+from diffguard.detectors.detector import DetectorBase, Needs, Scored
 from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import ddim_invert, ddim_sample
 from diffguard.diffusion.inversion import Inversion

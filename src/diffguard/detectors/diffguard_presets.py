@@ -28,25 +28,28 @@ Every preset is registered with its guidance family (:func:`register_preset`: ``
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import os
 from typing import Any, Callable, Sequence
-
-import torch
 
 from diffguard.detectors.detector import DETECTORS
 from diffguard.detectors.diffguard import DiffGuard
 from diffguard.detectors.search_space import Space, cat, num
+from diffguard.diffusion.early_stop import (
+    AUTHORS_PSNR_PEAK,
+    CachedReferenceSimilarity,
+    any_of,
+    psnr_below,
+    similarity_below,
+)
 from diffguard.diffusion.inversion import Inversion
+from diffguard.distances.perceptual import DISTSDistance
+from diffguard.errors import ConfigError
 from diffguard.guidance.clean_grad import ClassifierGuidance
 from diffguard.guidance.dsg import CFGGuidance
-from diffguard.diffusion.early_stop import (AUTHORS_PSNR_PEAK, CachedReferenceSimilarity, any_of, psnr_below,
-                                            similarity_below)
-from diffguard.errors import ConfigError
 from diffguard.registry import Registry
-from diffguard.distances.perceptual import DISTSDistance
-import inspect
-import ast
-import dataclasses
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
 GUIDANCE_FAMILIES = ("cfg", "clean_grad")  # CFG (+ DSG inside the Grad-CAM mask); Clean Grad classifier guidance

@@ -34,12 +34,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from diffguard.seeding import sample_generator
 from diffguard.detectors.detector import BASELINES, Baseline, Needs
-from diffguard.detectors.search_space import Space as SearchSpace, cat
+from diffguard.detectors.search_space import Space as SearchSpace
+from diffguard.detectors.search_space import cat
 from diffguard.diffusion.ddim import ddim_sample
 from diffguard.diffusion.respace import even_levels, even_stride
 from diffguard.guidance.cfg import cfg_eps
+from diffguard.seeding import sample_generator
 
 Space = Literal["logit", "feature"]
 

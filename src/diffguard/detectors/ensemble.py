@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffguard.classify.adapter import fmnist6_classifier
 from diffguard.detectors.detector import BASELINES, Baseline, Needs, msp_score
 from diffguard.detectors.search_space import Space
 from diffguard.model_files import shipped_path
-from diffguard.classify.adapter import fmnist6_classifier
 
 
 @BASELINES.register("ensemble")

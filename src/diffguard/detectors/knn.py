@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffguard.errors import UserError
-from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.detector import BASELINES, Baseline, ClassifierOutputs, Needs, check_outputs
 from diffguard.detectors.search_space import Space, cat
+from diffguard.errors import UserError
 
 
 @BASELINES.register("knn")

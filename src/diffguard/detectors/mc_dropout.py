@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.seeding import sample_generator
-from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs, msp_score
+from diffguard.detectors.detector import BASELINES, Baseline, ClassifierOutputs, Needs, check_outputs, msp_score
 from diffguard.detectors.search_space import Space
+from diffguard.seeding import sample_generator
 
 
 @BASELINES.register("mc_dropout")

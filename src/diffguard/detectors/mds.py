@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffguard.detectors.detector import BASELINES, Baseline, Needs, ClassifierOutputs, check_outputs
+from diffguard.detectors.detector import BASELINES, Baseline, ClassifierOutputs, Needs, check_outputs
 from diffguard.detectors.search_space import Space
 
 

@@ -17,8 +17,16 @@ import torch
 from torch import Tensor, nn
 
 from diffguard.distances.distance import DISTANCES, Distance, to_unit
-from diffguard.distances.vgg import (VGG16_STAGE_CHANNELS, check_shapes, imagenet_normalize, load_trunk,
-                                     load_weights_file, save_weights_file, vgg16_features, vgg16_feature_shapes)
+from diffguard.distances.vgg import (
+    VGG16_STAGE_CHANNELS,
+    check_shapes,
+    imagenet_normalize,
+    load_trunk,
+    load_weights_file,
+    save_weights_file,
+    vgg16_feature_shapes,
+    vgg16_features,
+)
 
 DISTS_CHANNELS: tuple[int, ...] = (3, *VGG16_STAGE_CHANNELS)
 """Channels of the six DISTS stages (the image itself, then relu1_2 ... relu5_3); they sum to 1475."""

@@ -27,23 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib.figure
 import numpy as np
 
 from diffguard.bench.definitions import CSID_ROLES, metric_row_name
+from diffguard.evaluation.ood_metrics import accuracy, compute_metrics, summarize
+from diffguard.evaluation.stored_calibration import calibrated, fitted_calibration, stored_labels
+from diffguard.evaluation.validation_rows import TPR, csid_accuracy, csid_columns, shift_rows, threshold_at_tpr
+from diffguard.report.csid_severity import severity_tables, write_csid_table
+from diffguard.report.gallery import GalleryItem, pick_extremes, to_uint8
+from diffguard.report.html_report import write_report
+from diffguard.report.plots import figure_png
+from diffguard.report.tables import ScoreTable, markdown_table, write_metric_tables
 from diffguard.run.runner import Runner
 from diffguard.run.store import ResultStore
-from diffguard.evaluation.validation_rows import TPR, csid_accuracy, csid_columns, shift_rows, threshold_at_tpr
-from diffguard.report.tables import ScoreTable
-from diffguard.evaluation.stored_calibration import calibrated, fitted_calibration, stored_labels
-from diffguard.evaluation.ood_metrics import compute_metrics, summarize
-from diffguard.evaluation.ood_metrics import accuracy
-from diffguard.report.gallery import GalleryItem, pick_extremes, to_uint8
-from diffguard.report.csid_severity import severity_tables, write_csid_table
-from diffguard.report.html_report import write_report
-from diffguard.report.tables import write_metric_tables
-from diffguard.report.plots import figure_png
-from diffguard.report.tables import markdown_table
-import matplotlib.figure
 
 
 @dataclass

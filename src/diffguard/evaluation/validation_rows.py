@@ -18,10 +18,9 @@ from typing import Any, Collection
 import numpy as np
 
 from diffguard.bench.definitions import CSID_ROLES, metric_row_name
-from diffguard.run.store import ResultStore
-from diffguard.evaluation.ood_metrics import compute_metrics, summarize
-from diffguard.evaluation.ood_metrics import accuracy
+from diffguard.evaluation.ood_metrics import accuracy, compute_metrics, summarize
 from diffguard.report.csid_severity import FLAGGED
+from diffguard.run.store import ResultStore
 
 TPR = 0.95  # thresholds keep this share of ID-val
 CSID_FLAGGED = FLAGGED  # the column name, shared with the per-kind csid table (csid.md)

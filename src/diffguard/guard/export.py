@@ -25,27 +25,25 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from diffguard.detectors.calibration import create_calibration
+from diffguard.detectors.detector import classifier_outputs
 from diffguard.errors import ConfigError, UserError
-from diffguard.run.run_config import build_run_config
-from diffguard.run.runner import Runner
-from diffguard.run.store import ResultStore
-from diffguard.run.manifest import model_hashes
-from diffguard.evaluation.stored_calibration import stored_labels
-from diffguard.evaluation.stored_calibration import fitted_calibration
-from diffguard.evaluation.stored_calibration import calibrated
 from diffguard.evaluation.ood_metrics import auroc
-from diffguard.specs.method_specs import build_method
+from diffguard.evaluation.stored_calibration import calibrated, fitted_calibration, stored_labels
+from diffguard.evaluation.validation_rows import threshold_at_tpr
 from diffguard.guard.folder import model_record
 from diffguard.guard.guard import Guard
 from diffguard.guard.parts import Geometry, Part, raw_and_labels, val_quantiles
-from tqdm.auto import tqdm
+from diffguard.run.manifest import model_hashes
 from diffguard.run.plan import select_rows
-from diffguard.detectors.detector import classifier_outputs
-from diffguard.detectors.calibration import create_calibration
+from diffguard.run.run_config import build_run_config
+from diffguard.run.runner import Runner
+from diffguard.run.store import ResultStore
+from diffguard.specs.method_specs import build_method
 
-TPR = 0.95
-FEW_VAL = 100
+FEW_VAL = 100  # fewer ID-val images than this: the threshold is a rough estimate (said when scoring)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -205,7 +203,7 @@ def _guard(runner: Any, name: str, title: str, parts: dict[str, Part], val: np.n
     models = {"classifier": model_record("classifier", runner.cfg.classifier)}
     if any(p.is_diffguard for p in parts.values()):
         models["diffusion"] = model_record("diffusion", runner.cfg.diffusion)
-    return Guard(name=name, title=title, parts=parts, classifier=runner.classifier, threshold=_threshold(val),
+    return Guard(name=name, title=title, parts=parts, classifier=runner.classifier, threshold=threshold_at_tpr(val),
                  geometry=Geometry(classes, spec.image_size, spec.channels), fusion=fusion,
                  fusion_parts=(f.baseline, f.diffguard) if f is not None else None, val_quantiles=val_quantiles(val),
                  n_val=int(val.size), record={"models": models, "source": source or {},
@@ -222,14 +220,6 @@ def normalisation(classifier: Any) -> dict[str, Any]:
     resolution = getattr(classifier, "resolution", None)
     return {"formula": "((x + 1) / 2 - mean) / std", "mean": [float(v) for v in mean.flatten()],
             "std": [float(v) for v in std.flatten()], "resolution": list(resolution) if resolution else None}
-
-
-def _threshold(val: np.ndarray) -> float:
-    return float(np.quantile(val, TPR))
-
-
-def to_tensor_ids(n: int) -> Tensor:
-    return torch.arange(n, dtype=torch.long)
 
 
 def score_batches(fn: Any, x: Tensor, ids: Tensor, batch: int, progress: bool, desc: str,

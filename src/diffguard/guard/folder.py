@@ -28,8 +28,15 @@ from diffguard.detectors.diffguard_presets import resolve_preset
 from diffguard.devices import resolve_device, to_device
 from diffguard.errors import UserError
 from diffguard.guard.parts import Geometry, Part
-from diffguard.guard.state import (calibration_state, describe, detector_state, fusion_state, restore_calibration,
-                                   restore_detector, restore_fusion)
+from diffguard.guard.state import (
+    calibration_state,
+    describe,
+    detector_state,
+    fusion_state,
+    restore_calibration,
+    restore_detector,
+    restore_fusion,
+)
 from diffguard.model_files import shipped_path
 from diffguard.run.manifest import sha256_files
 from diffguard.specs.method_specs import MethodConfig, build_method
@@ -121,15 +128,10 @@ def _relocate(spec: Any, moved: dict[str, str], kind: str) -> Any:
         old = str(spec_files(spec, shipped_path(kind))[0].resolve())
         return moved.get(old, spec)
     out = dict(spec)
-    by_name = spec.get("type") in ("shipped", "fmnist6")
     for key, value in spec.items():
         if key != "type" and isinstance(value, str):
-            for old, new in moved.items():
-                candidate = spec_files({"type": spec.get("type"), key: value}, shipped_path(kind))
-                if candidate and str(Path(candidate[0]).resolve()) == old:
-                    out[key] = new
-    if by_name and out.get("type") in ("shipped", "fmnist6"):
-        out["type"] = "shipped"
+            found = spec_files({"type": spec.get("type"), key: value}, shipped_path(kind))
+            out[key] = moved.get(str(Path(found[0]).resolve()), value) if found else value
     return out
 
 

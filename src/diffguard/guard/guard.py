@@ -25,9 +25,11 @@ from torch import Tensor
 
 from diffguard.detectors.fusion import BandFusion, WeightedSumFusion
 from diffguard.errors import UserError
+from diffguard.evaluation.validation_rows import TPR
 from diffguard.guard.folder import load_fields, save_guard
 from diffguard.guard.inputs import decode_images, read_files
-from diffguard.guard.parts import TPR, Geometry, GuardResult, Part, raw_and_labels
+from diffguard.guard.parts import Geometry, GuardResult, Part, raw_and_labels
+
 
 @dataclass
 class Guard:
@@ -101,16 +103,16 @@ class Guard:
         ran = np.zeros(n, dtype=bool)
         if self.fusion is None:
             part = next(iter(self.parts.values()))
-            score = self._part_scores(part, x, ids)
+            score = self.part_scores(part, x, ids)
             ran[:] = part.is_diffguard and n > 0
             return self._result(score, label, {part.spec.name: score}, ran)
         baseline, diffguard = self.fusion_parts  # type: ignore[misc]
-        b = self._part_scores(self.parts[baseline], x, ids)
+        b = self.part_scores(self.parts[baseline], x, ids)
         need = self.fusion.needs_diffguard(b) if self.cascades and n else np.ones(n, dtype=bool)
         d = np.full(n, np.nan)
         if need.any():
             sel = torch.from_numpy(np.flatnonzero(need))
-            d[need] = self._part_scores(self.parts[diffguard], x[sel], ids[sel])
+            d[need] = self.part_scores(self.parts[diffguard], x[sel], ids[sel])
         ran[:] = need
         score = self.fusion.fuse(b, np.where(need, d, 0.0)) if n else np.empty(0)
         return self._result(score, label, {baseline: b, diffguard: d}, ran)
@@ -143,7 +145,7 @@ class Guard:
             out = [self.classifier.logits(b.to(self.device)).argmax(1).cpu() for b in x.split(256)]
         return torch.cat(out).numpy().astype(np.int64) if out else np.empty(0, dtype=np.int64)
 
-    def _part_scores(self, part: Part, x: Tensor, ids: Tensor) -> np.ndarray:
+    def part_scores(self, part: Part, x: Tensor, ids: Tensor) -> np.ndarray:
         """(N,) float64 scores of one part over batches, calibrated when its spec asks for it."""
         out = [self._batch(part, x[i:i + self.batch_size].to(self.device), ids[i:i + self.batch_size])
                for i in range(0, x.shape[0], self.batch_size)]

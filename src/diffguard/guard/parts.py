@@ -13,7 +13,6 @@ from diffguard.detectors.calibration import ClassCalibration
 from diffguard.errors import UserError
 from diffguard.specs.method_specs import MethodConfig
 
-TPR = 0.95
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
 
 

@@ -43,10 +43,10 @@ from torch import Tensor
 from diffguard.diffusion.chunks import fixed_chunks
 from diffguard.diffusion.ddim import EpsFn
 from diffguard.diffusion.inversion import null_eps
-from diffguard.diffusion.x0 import clip_eps, coefficients, x0_from_eps
 from diffguard.diffusion.rows import RowsMemo
-from diffguard.perf.accel import DeviceCopies
+from diffguard.diffusion.x0 import clip_eps, coefficients, x0_from_eps
 from diffguard.guidance.cutout import Cutouts, Generators
+from diffguard.perf.accel import DeviceCopies
 
 GradientMode = Literal["mixed", "exact"]
 

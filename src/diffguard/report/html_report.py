@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from diffguard.atomic_files import atomic_write_bytes, atomic_write_text
-from diffguard.report.gallery import GalleryItem, gallery_figure, safe_name
 from diffguard.report.csid_severity import SeverityTable, severity_rows
+from diffguard.report.gallery import GalleryItem, gallery_figure, safe_name
 from diffguard.report.plots import csid_severity_figure, histogram_figure, roc_figure
 from diffguard.report.tables import ScoreTable, format_cell, header_text, is_number, table_columns
 

@@ -319,7 +319,7 @@ def model_problems(cfg: RunConfig, spec: BenchmarkSpec) -> list[str]:
                                    "give the diffusion model trained for it (diffusion: ... in the config; "
                                    "`diffguard train diffusion --data BENCHMARK.yaml` trains one)")
     if any(m.needs.members and "members" not in m.params for m in cfg.methods):
-        for folder in member_folders(cfg):
+        for folder in [f for f in member_folders(cfg) if isinstance(f, (str, os.PathLike))]:
             problems += facts_problems(f"ensemble member {folder}", folder_classifier_facts(Path(folder)), spec,
                                        "list the members trained for it (ensemble: [folders] in the config)")
     return problems
@@ -429,16 +429,13 @@ def diffusion_facts(model: Any) -> ModelFacts | None:
                       _int(info.get("resolution")))
 
 
-def member_folders(cfg: RunConfig) -> list[str]:
-    """The Deep-Ensemble member folders a run uses (as the runner picks them): ``ensemble``, else the classifier
-    and the shipped ``-s*`` members."""
+def member_folders(cfg: RunConfig) -> list[Any]:
+    """The Deep-Ensemble members a run uses (the runner's one rule): ``ensemble``, else the classifier (the shipped
+    one when none is given) and the shipped ``-s*`` members."""
     if cfg.ensemble:
-        return [str(f) for f in cfg.ensemble]
+        return list(cfg.ensemble)
     shipped = [str(p) for p in ensemble_folders()]
-    if cfg.classifier is None:
-        return shipped
-    first = [str(cfg.classifier)] if isinstance(cfg.classifier, (str, os.PathLike)) else []
-    return [*first, *shipped[1:]]
+    return [cfg.classifier or shipped[0], *shipped[1:]]
 
 
 def _json(path: Path) -> dict[str, Any]:

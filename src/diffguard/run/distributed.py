@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from diffguard.run.store import ResultStore, StoreError
 import torch
 import torch.distributed as tdist
+
+from diffguard.run.store import ResultStore, StoreError
 
 # Ranks wait at barriers for the slowest one; an image-level method can keep a rank busy for many hours.
 BARRIER_TIMEOUT = datetime.timedelta(days=7)

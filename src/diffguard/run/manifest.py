@@ -13,11 +13,11 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from diffguard.model_files import ModelFileError
-from diffguard.version import __version__
-from diffguard.sysinfo import command_line, machine
-from diffguard.model_files import shipped_path
+
+from diffguard.model_files import ModelFileError, shipped_path
 from diffguard.specs.model_specs import spec_files
+from diffguard.sysinfo import command_line, machine
+from diffguard.version import __version__
 
 
 def sha256_files(paths: Iterable[Path]) -> str:

@@ -22,15 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from diffguard.errors import ConfigError, UserError
-from diffguard.yaml_mapping import read_mapping
-from diffguard.specs.method_specs import MethodConfig
-from diffguard.bench.user_yaml import benchmark_ref, looks_like_file
-from diffguard.bench.user_yaml import benchmark_ref, is_definition
+from diffguard.bench.user_yaml import benchmark_ref, is_definition, looks_like_file
 from diffguard.detectors.diffguard_presets import parse_value
-from diffguard.bench.user_yaml import benchmark_ref
-from diffguard.detectors.fusion import FUSION_RULES
-from diffguard.detectors.fusion import create_fusion
+from diffguard.detectors.fusion import FUSION_RULES, create_fusion
+from diffguard.errors import ConfigError, UserError
+from diffguard.specs.method_specs import MethodConfig
+from diffguard.yaml_mapping import read_mapping
 
 
 @dataclass(frozen=True)

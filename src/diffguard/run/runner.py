@@ -23,23 +23,20 @@ from tqdm.auto import tqdm
 
 from diffguard.bench.definitions import BenchmarkSpec
 from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
-from diffguard.run import distributed
-from diffguard.run.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
-from diffguard.specs.method_specs import MethodConfig, build_method
-from diffguard.devices import resolve_device, to_device
-from diffguard.run.plan import batches, row_plan, select_rows
-from diffguard.run.run_config import FusionConfig, RunConfig, config_dict
-from diffguard.run.config_check import check_run_config
-from diffguard.run.preflight import preflight
-from diffguard.errors import ConfigError
-from diffguard.run.store import ResultStore, StoreError
-from diffguard.specs.model_specs import build_classifier
-from diffguard.specs.model_specs import build_backend
-from diffguard.detectors.ensemble import ensemble_folders
 from diffguard.classify.adapter import fmnist6_classifier
-from diffguard.run.manifest import folder_hash
 from diffguard.detectors.detector import ClassifierOutputs
-
+from diffguard.devices import resolve_device, to_device
+from diffguard.errors import ConfigError
+from diffguard.run import distributed
+from diffguard.run.config_check import check_run_config, member_folders
+from diffguard.run.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
+from diffguard.run.manifest import folder_hash
+from diffguard.run.plan import batches, row_plan, select_rows
+from diffguard.run.preflight import preflight
+from diffguard.run.run_config import FusionConfig, RunConfig, config_dict
+from diffguard.run.store import ResultStore, StoreError
+from diffguard.specs.method_specs import MethodConfig, build_method
+from diffguard.specs.model_specs import build_backend, build_classifier
 
 __all__ = ["FusionConfig", "MethodUnavailable", "RunConfig", "Runner", "batches", "config_dict", "row_plan",
            "select_rows"]
@@ -97,12 +94,8 @@ class Runner:
         return self._backend
 
     def member_folders(self) -> list[str]:
-        """Deep-Ensemble member folders: the configured ones, else the classifier plus shipped ``-s*`` members."""
-
-        if self.cfg.ensemble:
-            return list(self.cfg.ensemble)
-        shipped = [str(p) for p in ensemble_folders()]
-        return [self.cfg.classifier or shipped[0], *shipped[1:]]
+        """Deep-Ensemble member folders (:func:`~diffguard.run.config_check.member_folders`)."""
+        return member_folders(self.cfg)
 
     def members(self) -> list[Any]:
         folders = self.member_folders()

@@ -17,8 +17,6 @@ Tables (all keyed by set name and the sample's stable id):
 
 from __future__ import annotations
 
-from diffguard.errors import UserError
-
 import json
 import os
 import sqlite3
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from diffguard.errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

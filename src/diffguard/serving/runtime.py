@@ -30,8 +30,18 @@ from diffguard.errors import UserError
 from diffguard.guard.guard import Guard
 from diffguard.serving.batching import Arrays, ImageBatcher
 from diffguard.serving.metrics import count_images, guard_metrics, observe_batch
-from diffguard.serving.protocol import HOW, INPUT, OUTPUTS, BadRequest, Limits, decode_files, decode_tensor
-from diffguard.serving.protocol import images_input, requested_outputs, response
+from diffguard.serving.protocol import (
+    HOW,
+    INPUT,
+    OUTPUTS,
+    BadRequest,
+    Limits,
+    decode_files,
+    decode_tensor,
+    images_input,
+    requested_outputs,
+    response,
+)
 from diffguard.serving.server_files import RuntimeOptions
 
 log = logging.getLogger("diffguard.serving")

@@ -13,15 +13,13 @@ members -- follows the detector's declared :class:`~diffguard.detectors.detector
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from diffguard.detectors.detector import Detector, Needs, create_detector, detector_factory, needs_of
-from diffguard.errors import ConfigError
-from diffguard.detectors.diffguard_presets import resolve_preset
 from diffguard.detectors.calibration import CALIBRATIONS
-from dataclasses import replace
-from diffguard.detectors.diffguard_presets import parse_value
+from diffguard.detectors.detector import Detector, Needs, create_detector, detector_factory, needs_of
+from diffguard.detectors.diffguard_presets import parse_value, resolve_preset
+from diffguard.errors import ConfigError
 
 DIFFGUARD = "diffguard"
 _SUGAR = ("preset", "overrides")

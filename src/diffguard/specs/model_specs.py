@@ -32,23 +32,21 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from diffguard.errors import ConfigError
-from diffguard.registry import Registry
-from diffguard.classify.adapter import fmnist6_classifier
-from diffguard.model_files import shipped_or_path
-from diffguard.classify.custom import custom_classifier
-from diffguard.classify.torchvision import torchvision_classifier
-from diffguard.classify.timm import timm_classifier
-from diffguard.classify.openood import openood_resnet18_32x32
-from diffguard.backends.pixel_unet import PixelBackend
-from diffguard.backends.diffusers_folder import load_diffusion_folder
 from diffguard.backends.adm import adm_backend
-from diffguard.backends.ddim_cifar import load_ddim_cifar
 from diffguard.backends.compvis_ldm import load_compvis_ldm
-from diffguard.backends.dit import load_dit
-from diffguard.backends.dit import load_latent_diffusers
+from diffguard.backends.ddim_cifar import load_ddim_cifar
+from diffguard.backends.diffusers_folder import load_diffusion_folder
 from diffguard.backends.diffusers_parts import read_json
-from diffguard.classify.custom import source_file
+from diffguard.backends.dit import load_dit, load_latent_diffusers
+from diffguard.backends.pixel_unet import PixelBackend
+from diffguard.classify.adapter import fmnist6_classifier
+from diffguard.classify.custom import custom_classifier, source_file
+from diffguard.classify.openood import openood_resnet18_32x32
+from diffguard.classify.timm import timm_classifier
+from diffguard.classify.torchvision import torchvision_classifier
+from diffguard.errors import ConfigError
+from diffguard.model_files import shipped_or_path
+from diffguard.registry import Registry
 
 CLASSIFIER_TYPES: Registry[Any] = Registry("classifier type")
 DIFFUSION_TYPES: Registry[Any] = Registry("diffusion type")

@@ -7,6 +7,7 @@ the uninterrupted run would (given the same device and thread count).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -20,12 +21,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffguard.seeding import step_generator
-from diffguard.data.fmnist6 import load_fmnist6
-from diffguard.data.fmnist6 import KNOWN_NAMES
-from diffguard.errors import ConfigError
 from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
-import hashlib
+from diffguard.data.fmnist6 import KNOWN_NAMES, load_fmnist6
+from diffguard.errors import ConfigError
+from diffguard.seeding import step_generator
 
 CHECKPOINT = "checkpoint.pt"
 

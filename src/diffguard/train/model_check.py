@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
+from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
 from diffguard.data.fmnist6 import KNOWN_NAMES, load_fmnist6
 from diffguard.devices import to_device
 from diffguard.diffusion.ddim import EpsFn, ddim_invert, ddim_sample
@@ -46,7 +47,6 @@ from diffguard.model_files import ModelFileError, classifier_config, diffusion_i
 from diffguard.specs.model_specs import ModelSpec, build_backend, build_classifier
 from diffguard.sysinfo import machine
 from diffguard.train.common import iterate_minibatches, pick_device
-from diffguard.bench.open_sets import open_benchmark, resolve_benchmark
 
 TARGETS = {"classifier_accuracy": 0.90, "recon_psnr_db": 25.0, "cfg_sample_agreement": 0.85}
 

@@ -14,7 +14,14 @@ from diffguard.model_files import save_classifier
 from diffguard.nets.resnet import SmallResNet
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (
-    RunState, batch_indices, cosine_lr, pick_device, resume, save_checkpoint, step_generator, train_loop,
+    RunState,
+    batch_indices,
+    cosine_lr,
+    pick_device,
+    resume,
+    save_checkpoint,
+    step_generator,
+    train_loop,
     training_data,
 )
 

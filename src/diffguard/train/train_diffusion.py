@@ -16,17 +16,24 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
 
 from diffguard.data.fmnist6 import NUM_CLASSES, RESOLUTION
 from diffguard.errors import ConfigError
 from diffguard.model_files import save_diffusion
 from diffguard.sysinfo import command_line, machine
 from diffguard.train.common import (
-    EMA, RunState, batch_indices, cosine_lr, pick_device, resume, save_checkpoint, step_generator, train_loop,
+    EMA,
+    RunState,
+    batch_indices,
+    cosine_lr,
+    pick_device,
+    resume,
+    save_checkpoint,
+    step_generator,
+    train_loop,
     training_data,
 )
-from diffusers import UNet2DModel
-from diffusers import DDPMScheduler
 
 
 @dataclass

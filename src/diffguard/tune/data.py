@@ -29,16 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffguard.detectors.detector import ClassifierOutputs
-from diffguard.errors import UserError
 from diffguard.bench.definitions import VALIDATION_ROLES, BenchmarkSpec
 from diffguard.bench.open_sets import open_benchmark
-from diffguard.devices import to_device
-from diffguard.run.plan import batches, legacy_csid_names, legacy_csid_warning, select_rows
-from diffguard.specs.model_specs import build_classifier
-from diffguard.specs.model_specs import build_backend
 from diffguard.classify.adapter import fmnist6_classifier
+from diffguard.detectors.detector import ClassifierOutputs
 from diffguard.detectors.ensemble import ensemble_folders
+from diffguard.devices import to_device
+from diffguard.errors import UserError
+from diffguard.run.plan import batches, legacy_csid_names, legacy_csid_warning, select_rows
+from diffguard.specs.model_specs import build_backend, build_classifier
 
 EVAL_ROLES: tuple[str, ...] = VALIDATION_ROLES  # val, val_ood, val_csid: what a trial scores
 TUNING_ROLES: tuple[str, ...] = ("train", *EVAL_ROLES)  # plus ID-train for fits

@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from diffguard.detectors.calibration import ClassCalibration, cross_fitted
 from diffguard.detectors.detector import detector_factory
+from diffguard.detectors.diffguard_presets import resolve_preset
 from diffguard.detectors.fusion import robust_standardise
+from diffguard.diffusion.early_stop import STANDARD_PSNR_PEAK
+from diffguard.distances import list_distances
+from diffguard.distances.combined import score_names
 from diffguard.specs.method_specs import MethodConfig
 from diffguard.tune.data import Models, ValidationData
 from diffguard.tune.objective import Evaluation, Objective
 from diffguard.tune.space import Space
-from diffguard.detectors.diffguard_presets import resolve_preset
-from diffguard.diffusion.early_stop import STANDARD_PSNR_PEAK
-from diffguard.distances import list_distances
-from diffguard.distances.combined import score_names
-from diffguard.detectors.calibration import ClassCalibration, cross_fitted
 
 Columns = dict[str, dict[str, np.ndarray]]  # set name -> column ("ids", "labels", "score", "dist:<name>") -> (N,)
 NEEDS_WEIGHTS = ("dists", "lpips")  # distances that need a local weights file

@@ -21,14 +21,14 @@ import yaml
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from diffguard.detectors.fusion import FUSION_RULES
 from diffguard.atomic_files import atomic_write_bytes, atomic_write_text
+from diffguard.detectors.fusion import FUSION_RULES
 from diffguard.report.plots import figure_png
 from diffguard.report.tables import markdown_table
+from diffguard.run.run_config import config_dict
 from diffguard.tune.data import ValidationData
 from diffguard.tune.objective import Objective
 from diffguard.tune.study import best, load_studies, ranked
-from diffguard.run.run_config import config_dict
 
 FUSION_PREFIX = "fusion:"
 TABLE_ROWS = 30

@@ -20,12 +20,12 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from diffguard.detectors.detector import ALIASES
-from diffguard.detectors.fusion import BandFusion, create_fusion
-from diffguard.errors import UserError
 from diffguard.bench.definitions import BenchmarkSpec
 from diffguard.bench.open_sets import resolve_benchmark
+from diffguard.detectors.detector import ALIASES
+from diffguard.detectors.fusion import BandFusion, create_fusion
 from diffguard.devices import resolve_device
+from diffguard.errors import UserError
 from diffguard.run.config_check import check_run_config
 from diffguard.specs.method_specs import MethodConfig, build_method
 from diffguard.tune import trials as tr
