@@ -26,6 +26,8 @@ settings have equal validation AUROC is the tuning report's business, docs/tunin
 
     python benchmarks/authors_structure.py --preset fmnist6-cfg --fast fmnist6-fast --n 64 --threads 2
 
+``--fast`` repeats, and takes dotted overrides after a colon (``fmnist6-cfg:inversion.steps=25,inversion.cap=15``).
+
 Prints one Markdown table and writes ``authors_structure.json`` to ``--out``.
 """
 
@@ -201,23 +203,34 @@ def side_by_side(det: DiffGuard, x: Tensor, batch_size: int) -> dict:
                                 for k, c in counters.items()}}
 
 
-def equal_quality(authors_det: DiffGuard, fast_det: DiffGuard, x: Tensor, batch_size: int) -> dict:
-    """Seconds per image of ``authors_det`` in the authors' structure and of ``fast_det`` in production, on the
-    same images, alternating batch by batch; ``ratio`` = authors' time / fast time."""
+def equal_quality(authors_det: DiffGuard, fast_dets: dict[str, DiffGuard], x: Tensor, batch_size: int) -> dict:
+    """Seconds per image of ``authors_det`` in the authors' structure and of each of ``fast_dets`` in production, on
+    the same images, alternating batch by batch (authors', then each fast setting); ``ratio`` = authors' time / the
+    setting's time."""
     authors_scores(authors_det, x[:1], torch.arange(1))  # warm-up
-    fast_det.analyze(x[:2])
-    t_auth = t_fast = 0.0
+    for det in fast_dets.values():
+        det.analyze(x[:2])
+    t_auth, t_fast = 0.0, dict.fromkeys(fast_dets, 0.0)
     for i in range(0, x.shape[0], batch_size):
         xb, ids = x[i:i + batch_size], torch.arange(i, min(i + batch_size, x.shape[0]))
         t0 = time.perf_counter()
         authors_scores(authors_det, xb, ids)
         _sync(xb)
-        t1 = time.perf_counter()
-        fast_det.analyze(xb, ids=ids)
-        _sync(xb)
-        t_auth, t_fast = t_auth + t1 - t0, t_fast + time.perf_counter() - t1
+        t_auth += time.perf_counter() - t0
+        for name, det in fast_dets.items():
+            t0 = time.perf_counter()
+            det.analyze(xb, ids=ids)
+            _sync(xb)
+            t_fast[name] += time.perf_counter() - t0
     n = x.shape[0]
-    return {"authors_s_per_image": t_auth / n, "fast_s_per_image": t_fast / n, "ratio": t_auth / t_fast}
+    return {"authors_s_per_image": t_auth / n,
+            "fast": {name: {"s_per_image": t / n, "ratio": t_auth / t} for name, t in t_fast.items()}}
+
+
+def parse_setting(text: str) -> tuple[str, list[str]]:
+    """``PRESET`` or ``PRESET:KEY=VALUE,KEY=VALUE`` (dotted preset overrides) -> (preset, overrides)."""
+    preset, _, rest = text.partition(":")
+    return preset, [o for o in rest.split(",") if o]
 
 
 def batch_sensitivity(det: DiffGuard, x: Tensor, batch_size: int) -> float:
@@ -246,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="float64 keeps batch-size-dependent float32 rounding from being amplified by the guidance")
-    p.add_argument("--fast", default=None, metavar="PRESET",
-                   help="also time production with this preset against the authors' structure of --preset")
+    p.add_argument("--fast", action="append", default=[], metavar="PRESET[:KEY=VALUE,...]",
+                   help="also time production with this preset (with dotted overrides, e.g. "
+                        "fmnist6-cfg:inversion.steps=25,inversion.cap=15) against the authors' structure of "
+                        "--preset; repeat for several settings")
     p.add_argument("--batch-sensitivity", action="store_true",
                    help="also rerun production one image at a time and report how much its scores move")
     p.add_argument("--data-root", default=None)
@@ -268,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_sensitivity:
         row["production_batch1_max_abs_diff_score"] = batch_sensitivity(det, x, args.batch_size)
     if args.fast:
-        row["equal_quality"] = {"fast": args.fast, **equal_quality(det, diffguard_detector(clf, backend, args.fast), x,
-                                                                   args.batch_size)}
+        fast = {text: diffguard_detector(clf, backend, *parse_setting(text)) for text in args.fast}
+        row["equal_quality"] = equal_quality(det, fast, x, args.batch_size)
     record = {"command": command_line(), "machine": machine(), "device": str(device), "batch_size": args.batch_size,
               "rows": [row]}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -284,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['production_batch1_max_abs_diff_score']:.2e}")
     if args.fast:
         q = row["equal_quality"]
-        print(f"\n| setting | structure | s / image |\n|---|---|---|\n| {args.preset} | authors' | "
-              f"{q['authors_s_per_image']:.4f} |\n| {args.fast} | production | {q['fast_s_per_image']:.4f} |\n\n"
-              f"speed ratio (authors' {args.preset} / production {args.fast}): {q['ratio']:.2f}x")
+        print(f"\n| setting | structure | s / image | authors' {args.preset} / this |\n|---|---|---:|---:|\n"
+              f"| {args.preset} | authors' | {q['authors_s_per_image']:.4f} | 1.00x |")
+        for name, f in q["fast"].items():
+            print(f"| {name} | production | {f['s_per_image']:.4f} | {f['ratio']:.2f}x |")
     print(f"\nnetwork evaluations per image: {row['evals_per_image']}")
     print(f"max abs difference per distance: {row['max_abs_diff']}\nmachine: {record['machine']}")
     return 0
