@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
 
-    from diffguard.guard.export import calibrate_on_val, score_batches
+    from diffguard.guard.export import guard_from_config
     from diffguard.run.run_config import load_run_config
     from diffguard.report.tables import markdown_table
     from diffguard.sysinfo import machine
@@ -84,14 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.method:
         t0 = time.perf_counter()
-        method, runner, _ = calibrate_on_val(cfg, name, args.val, args.batch_size)
+        guard, runner, _ = guard_from_config(cfg, name, args.val, args.batch_size)
+        guard.batch_size = args.batch_size
         size, channels = runner.spec.image_size, runner.spec.channels
         for kind in KINDS:
-            x = make_kind(kind, args.n, size, channels)
-            s = score_batches(method.score_images, x, torch.arange(args.n), args.batch_size, False, kind,
-                              runner.device)
-            rows.append({"method": method.title, "kind": kind, "flagged": f"{100 * np.mean(s > method.threshold):.0f} %",
-                         "median score": f"{np.median(s):.4g}", "threshold": f"{method.threshold:.4g}"})
+            res = guard.score(make_kind(kind, args.n, size, channels))
+            rows.append({"method": guard.title, "kind": kind, "flagged": f"{100 * np.mean(res.is_ood):.0f} %",
+                         "median score": f"{np.median(res.score):.4g}", "threshold": f"{guard.threshold:.4g}"})
         print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(f"\nshare flagged OOD at the 95 %-TPR threshold of {args.val} ID-val images; {args.n} images per kind\n")
     print(markdown_table(rows))
