@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from diffguard.guard.export import guard_from_config
-    from diffguard.run.run_config import load_run_config
     from diffguard.report.tables import markdown_table
+    from diffguard.run.run_config import load_run_config
     from diffguard.sysinfo import machine
 
     if args.threads:
