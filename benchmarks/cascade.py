@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from diffguard.detectors.fusion import diffguard_input
 from diffguard.guard.export import guard_from_config
 from diffguard.guard.guard import Guard
 from diffguard.run.plan import select_rows
@@ -67,8 +68,8 @@ def full_scores(guard: Guard, x: torch.Tensor, ids: torch.Tensor) -> tuple[np.nd
     the baseline and DiffGuard took."""
     b_name, d_name = guard.fusion_parts
     t_b, b = timed(lambda: guard.part_scores(guard.parts[b_name], x, ids))
-    t_d, d = timed(lambda: guard.part_scores(guard.parts[d_name], x, ids))
-    return guard.fusion.fuse(b, d), t_b, t_d
+    t_d, d = timed(lambda: guard.part_columns(guard.parts[d_name], x, ids, guard.fusion.diffguard_columns))
+    return guard.fusion.fuse(b, diffguard_input(guard.fusion, d)), t_b, t_d
 
 
 def main() -> None:

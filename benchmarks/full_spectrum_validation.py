@@ -16,19 +16,20 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from diffguard.detectors.fusion import create_fusion
+from diffguard.detectors.fusion import create_fusion, diffguard_input
 from diffguard.tune.objective import Objective
 from diffguard.tune.study import best, load_studies
 from diffguard.tune.trials import load_scores
 
 
-def method_columns(out: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Method name -> set -> scores, from the cached config-spec scores of ``OUT/scores/<method>/``."""
+def method_columns(out: Path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Method name -> set -> column (``score``, DiffGuard's ``dist:<name>``) -> scores, from the cached config-spec
+    scores of ``OUT/scores/<method>/``."""
     cols = {}
     for folder in sorted((out / "scores").iterdir()):
         files = sorted(folder.glob("trial-config-*.npz"))
         if files:
-            cols[folder.name] = {s: c["score"] for s, c in load_scores(files[-1]).items()}
+            cols[folder.name] = load_scores(files[-1])
     return cols
 
 
@@ -42,7 +43,7 @@ def main(out: Path) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cols = method_columns(out)
     objective = Objective()
-    rows = [row(m, c, objective) for m, c in cols.items()]
+    rows = [row(m, {s: c["score"] for s, c in sets.items()}, objective) for m, sets in cols.items()]
     for study_name, study in sorted(load_studies(out).items()):
         trial = best(study)
         if trial is None or not study_name.startswith("fusion:"):
@@ -50,8 +51,8 @@ def main(out: Path) -> None:
         dg, base = study_name[len("fusion:"):].split("+", 1)
         params = dict(trial.user_attrs["spec"])
         rule = create_fusion(params.pop("rule"), **{k: v for k, v in params.items() if k not in ("baseline", "diffguard")})
-        rule.fit(cols[base]["val"], cols[dg]["val"])
-        fused = {s: rule.fuse(cols[base][s], cols[dg][s]) for s in cols[dg]}
+        rule.fit(cols[base]["val"]["score"], diffguard_input(rule, cols[dg]["val"]))
+        fused = {s: rule.fuse(cols[base][s]["score"], diffguard_input(rule, cols[dg][s])) for s in cols[dg]}
         label = f"{dg} + {base} ({trial.user_attrs['spec']['rule']})"
         rows.append(row(label, fused, objective))
     sets = sorted({s for _, ev in rows for s in ev["csid_per_set"]}, key=lambda s: (len(s) > 8, s))

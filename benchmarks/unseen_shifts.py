@@ -38,7 +38,8 @@ occlude-8      an 8 x 8 patch, corner in 4 .. 16
 
 ``--method`` takes method keys and fusion keys of the run (``vim-tuned``, ``diffguard-tuned+vim-tuned``,
 ``diffguard-tuned+mds:weighted``); default: the run's recommended detector and, for a fusion, its two parts. Each
-distinct part (detector) scores every probe image once (:meth:`Guard.part_scores`, calibrated as in the run); each
+distinct part (detector) scores every probe image once (:meth:`Guard.part_columns`: its score, calibrated as in the
+run, and any DiffGuard distance a fusion rule reads); each
 method's decision is then its fusion of those scores above its threshold -- DiffGuard is computed for every image, so
 the decisions are those of :meth:`Guard.score`, whose cascade only skips DiffGuard where the fused score does not read
 it. ``--check`` images are scored again by :meth:`Guard.score` and must get the same decisions. Prints one Markdown
@@ -60,6 +61,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from diffguard.detectors.fusion import diffguard_input
 
 BACKGROUND = -1.0
 
@@ -194,17 +197,30 @@ def distinct_parts(guards: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     return out
 
 
-def fused_scores(guard: Any, scores: dict[str, np.ndarray]) -> np.ndarray:
-    """(N,) float64 scores of a guard from its parts' scores (N,) over the same images: the one part's, or the
-    fusion of (baseline, DiffGuard); ``> guard.threshold`` flags."""
+def needed_columns(guards: dict[str, Any]) -> dict[str, list[str]]:
+    """Per part name, the columns some guard reads from it: ``"score"``, plus the DiffGuard columns
+    (``dist:<name>``) of a fusion rule that reads them (veto-split)."""
+    need: dict[str, list[str]] = {}
+    for g in guards.values():
+        for name in g.parts:
+            need.setdefault(name, ["score"])
+        if g.fusion is not None:
+            dg = g.fusion_parts[1]
+            need[dg] = list(dict.fromkeys([*need[dg], *g.fusion.diffguard_columns]))
+    return need
+
+
+def fused_scores(guard: Any, columns: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """(N,) float64 scores of a guard from its parts' columns (each (N,), the same images): the one part's score, or
+    the fusion of (baseline, DiffGuard); ``> guard.threshold`` flags."""
     if guard.fusion is None:
-        return scores[next(iter(guard.parts))]
+        return columns[next(iter(guard.parts))]["score"]
     baseline, diffguard = guard.fusion_parts
-    return guard.fusion.fuse(scores[baseline], scores[diffguard])
+    return guard.fusion.fuse(columns[baseline]["score"], diffguard_input(guard.fusion, columns[diffguard]))
 
 
-def check_decisions(guards: dict[str, Any], x: Tensor, ids: Tensor, scores: dict[str, np.ndarray]) -> float:
-    """Guard.score on x (K, C, H, W) must flag what the part scores (K,) of the same images, fused, flag; raises
+def check_decisions(guards: dict[str, Any], x: Tensor, ids: Tensor, scores: dict[str, dict[str, np.ndarray]]) -> float:
+    """Guard.score on x (K, C, H, W) must flag what the part columns (K,) of the same images, fused, flag; raises
     SystemExit naming the method otherwise. Returns the largest |score difference| seen."""
     worst = 0.0
     for key, guard in guards.items():
@@ -314,16 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(guards.values()))
     pred = predictions(first.classifier, x, 256, first.device)
 
-    scores, seconds = {}, {}
+    scores, seconds, need = {}, {}, needed_columns(guards)
     for name, (guard, part) in distinct_parts(guards).items():
         t0 = time.perf_counter()
-        scores[name] = guard.part_scores(part, x, ids)
+        scores[name] = guard.part_columns(part, x, ids, need[name])
         seconds[name] = time.perf_counter() - t0
         print(f"{name}: {len(x)} images, {seconds[name]:.0f} s", file=sys.stderr)
     fused = {k: fused_scores(g, scores) for k, g in guards.items()}
     flagged = {k: fused[k] > g.threshold for k, g in guards.items()}
     chk = check_rows(shift_of, args.check)
-    worst = check_decisions(guards, x[chk], ids[chk], {n: s[chk] for n, s in scores.items()}) if len(chk) else 0.0
+    worst = check_decisions(guards, x[chk], ids[chk], {n: {c: v[chk] for c, v in cols.items()} for n, cols in scores.items()}) if len(chk) else 0.0
 
     rows = summary_rows(keys, shift_of, pred == labels.numpy(), flagged)
     print(f"\nrun {folder} ({runner.spec.name}); first {len(x) // len(keys)} ID-test images under each shift; share "
@@ -337,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                               "fusion_rule": g.record.get("fusion_rule")} for k, g in guards.items()},
               "part_seconds": seconds, "checked_images": len(chk), "check_max_score_diff": worst, "rows": rows,
               "per_image": {"shift": shift_of.tolist(), "id": ids.tolist(), "label": labels.tolist(),
-                            "prediction": pred.tolist(), "part_scores": {n: s.tolist() for n, s in scores.items()}}}
+                            "prediction": pred.tolist(), "part_scores": {n: {c: v.tolist() for c, v in cols.items()} for n, cols in scores.items()}}}
     out = atomic_write_text(Path(args.out) / "unseen_shifts.json", json.dumps(record, indent=1))
     print(f"record: {out}")
     return 0

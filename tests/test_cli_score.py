@@ -150,3 +150,38 @@ def test_score_with_a_config_fusion_fits_both_parts_on_id_val(tmp_path: Path, ti
                  "--val-limit", "6", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     rows = _rows(out)
     assert sum(r["status"] == "ok" for r in rows.values()) == 4
+
+
+def test_score_with_a_config_veto_split_fits_on_the_calibrated_score_and_a_raw_distance(
+        tmp_path: Path, tiny_models: tuple[Path, Path], fake_fmnist_root: Path) -> None:
+    """A veto-split fusion of a config: DiffGuard's part yields its calibrated score (ranking the band) and its raw
+    GMSD (the veto) on the same ID-val rows; the rule is fitted on them, the threshold on the fused scores."""
+    from diffguard.detectors.fusion import diffguard_input
+    from diffguard.evaluation.validation_rows import threshold_at_tpr
+    from diffguard.guard.export import guard_from_config
+    from diffguard.run.plan import select_rows
+    from diffguard.run.run_config import build_run_config
+
+    cfg = build_run_config({
+        "benchmark": "fmnist6", "classifier": str(tiny_models[0]), "diffusion": str(tiny_models[1]),
+        "data_root": str(fake_fmnist_root),
+        "methods": [{"name": "msp"},
+                    {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg", "calibration": "class",
+                     "overrides": ["inversion.steps=6", "inversion.cap=4", "distances=('l1','gmsd')",
+                                   "score_distance=l1"]}],
+        "fusion": [{"baseline": "msp", "diffguard": "dg", "rule": "veto-split", "low_q": 0.2, "high_q": 0.6,
+                    "veto_q": 0.5, "veto_by": "gmsd", "rank_by": "score"}]})
+    guard, runner, _ = guard_from_config(cfg, "dg+msp:veto-split", 6, 4)
+    assert guard.parts["dg"].calibration is not None and guard.fusion.diffguard_columns == ("dist:gmsd", "score")
+    src = runner.sources["val"]
+    rows = select_rows(len(src), 6, 0, "val")
+    x, ids = src.load(rows), src.ids[rows]
+    cols = guard.part_columns(guard.parts["dg"], x, ids, ("score", "dist:gmsd"))
+    raw = guard.parts["dg"].detector.score_images(x, ids).double().numpy()
+    assert not np.allclose(cols["score"], raw)  # the calibrated score, not the raw l1
+    st = guard.fusion.report_state()
+    assert st["veto_threshold"] == pytest.approx(np.quantile(cols["dist:gmsd"], 0.5), rel=1e-5)
+    assert st["diffguard_median"] == pytest.approx(np.median(cols["score"]), rel=1e-5)
+    b = guard.part_scores(guard.parts["msp"], x, ids)
+    fused = guard.fusion.fuse(b, diffguard_input(guard.fusion, cols))
+    assert guard.threshold == pytest.approx(threshold_at_tpr(fused), rel=1e-5)

@@ -86,6 +86,21 @@ def test_unknown_fusion_rule() -> None:
     _one(problems, "fusion dg+knn", "unknown rule 'bnad'", "band")
 
 
+def test_veto_split_fusion_reads_distances_its_diffguard_method_computes() -> None:
+    split = {"baseline": "knn", "diffguard": "dg", "rule": "veto-split", "veto_by": "gmsd", "rank_by": "score"}
+    cfg, _ = checked_run_config(_config(fusion=[split]))  # fmnist6-cfg computes gmsd
+    assert [f.key for f in cfg.fusion] == ["dg+knn:veto-split"]
+    narrow = [*METHODS[:2], {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg",
+                             "overrides": ["distances=('l2',)"]}]
+    problems = _problems(_config(methods=narrow, fusion=[split, {**split, "diffguard": "msp", "baseline": "knn"},
+                                                         {**split, "rank_by": "logit_l1"}]))
+    _one(problems, "fusion dg+knn:veto-split", "distance 'gmsd'", "does not compute", "['l2']",
+         "distances=('l2', 'gmsd')")
+    _one(problems, "fusion msp+knn:veto-split", "'msp' is not a DiffGuard method")
+    assert "did you mean 'logits_l1'" in _one(problems, "fusion dg+knn", "rank_by must be", "'logit_l1'")
+    assert len(problems) == 3
+
+
 def test_unknown_set_name() -> None:
     problems = _problems(_config(sets=["test", "near-fmnsit"]))
     assert "Did you mean 'near-fmnist'" in _one(problems, "sets:", "'near-fmnsit'")

@@ -179,3 +179,37 @@ def test_metrics_md_lists_each_validation_set_once(tmp_path: Path) -> None:
     (summary,) = summary_rows(runner, ev)
     assert summary["AUROC val_ood"] == 1.0 and summary["csid flagged (val)"] == pytest.approx(0.2)
     assert summary["csid flagged (test)"] == pytest.approx(0.4)
+
+
+def test_a_veto_split_fusion_reads_the_stored_distance_columns(tmp_path: Path) -> None:
+    """The veto-split rule is fitted on ID-val with DiffGuard's stored ``dist:gmsd`` (veto) and ``dist:logits_l1``
+    (band ranking) columns, read for the same rows as the scores, and evaluated like any fusion."""
+    from diffguard.detectors.fusion import SplitVetoFusion
+    from diffguard.evaluation.ood_metrics import compute_metrics
+    from diffguard.run.store import ResultStore
+
+    split = {"baseline": "msp", "diffguard": "dg", "rule": "veto-split", "low_q": 0.2, "high_q": 0.6, "veto_q": 0.5,
+             "veto_by": "gmsd", "rank_by": "logits_l1"}
+    runner = _runner(tmp_path, fusion=[split])
+    _fill(runner)
+    gmsd = {n: np.asarray(v, float) * 0.1 + np.arange(5) for n, v in MSP.items()}
+    logits = {n: np.cos(np.asarray(v, float) + np.arange(5)) for n, v in MSP.items()}
+    with ResultStore(runner.out / "results.sqlite", runner.manifest) as store:
+        for name in MSP:
+            ids = runner.sources[name].ids[runner.plan[name]].numpy()
+            store.write_batch("dg", name, 0, ids, {"score": np.asarray(DG[name], float), "dist:gmsd": gmsd[name],
+                                                   "dist:logits_l1": logits[name]}, seconds=1.0)
+        ev = evaluate(runner, store)
+    key = "dg+msp:veto-split"
+    cols = {n: {"dist:gmsd": gmsd[n], "dist:logits_l1": logits[n]} for n in MSP}
+    msp = {n: np.asarray(v, float) for n, v in MSP.items()}
+    rule = SplitVetoFusion(0.2, 0.6, 0.5, "gmsd", "logits_l1").fit(msp["val"], cols["val"])
+    fused = {n: rule.fuse(msp[n], cols[n]) for n in MSP}
+    thr = float(np.quantile(fused["val"], 0.95))
+    rows = {(r["key"], r["set"]): r for r in ev.rows}
+    assert ev.thresholds[key] == pytest.approx(thr)
+    assert rows[key, "test-csid"]["csid flagged"] == pytest.approx(float(np.mean(fused["test-csid"] > thr)))
+    assert rows[key, "near1"]["AUROC"] == pytest.approx(compute_metrics(fused["test"], fused["near1"])["AUROC"])
+    assert rows[key, "valood-a"]["AUROC"] == pytest.approx(compute_metrics(fused["val"], fused["valood-a"])["AUROC"])
+    info = next(i for i in ev.fusion if i["veto_by"] == "gmsd")
+    assert info["rank_by"] == "logits_l1" and info["veto_threshold"] == pytest.approx(np.quantile(gmsd["val"], 0.5))

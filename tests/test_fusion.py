@@ -148,3 +148,102 @@ def test_veto_rule_moves_confident_ood_that_diffguard_finds_id_into_the_band() -
         veto.tiers(b)
     with pytest.raises(ValueError, match="veto_q"):
         VetoBandFusion(veto_q=1.5)
+
+
+# ----- SplitVetoFusion: the veto by one DiffGuard column, the band ranked by another -----
+
+
+def _split_data(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    cols = {"score": rng.normal(size=300), "dist:gmsd": rng.gamma(2.0, size=300),
+            "dist:logits_l1": rng.normal(size=300), "dist:l2": rng.normal(size=300)}
+    return rng.normal(size=300), cols
+
+
+def test_split_veto_with_both_columns_the_score_is_the_veto_rule() -> None:
+    from diffguard.detectors.fusion import SplitVetoFusion, VetoBandFusion, diffguard_input
+
+    b_val, val = _split_data(0)
+    b, test = _split_data(1)
+    split = SplitVetoFusion(0.3, 0.8, veto_q=0.4, veto_by="score", rank_by="score")
+    assert split.diffguard_columns == ("score",) and split.takes_columns
+    split.fit(b_val, diffguard_input(split, val))
+    veto = VetoBandFusion(0.3, 0.8, veto_q=0.4).fit(b_val, val["score"])
+    assert split.report_state() == veto.report_state()
+    assert np.array_equal(split.fuse(b * 2, diffguard_input(split, test)), veto.fuse(b * 2, test["score"]))
+    assert np.array_equal(split.tiers(b * 2, test), veto.tiers(b * 2, test["score"]))
+    assert np.array_equal(split.needs_diffguard(b), veto.needs_diffguard(b))
+
+
+def test_split_veto_vetoes_by_one_column_and_ranks_the_band_by_the_other() -> None:
+    from diffguard.detectors.fusion import SplitVetoFusion, _robust_scale, _squash
+
+    b_val, val = _split_data(2)
+    rule = SplitVetoFusion(0.3, 0.9, veto_q=0.25, veto_by="gmsd", rank_by="logits_l1")
+    assert rule.diffguard_columns == ("dist:gmsd", "dist:logits_l1")
+    rule.fit(b_val, val)
+    st = rule.report_state()
+    # fitted on ID-val only: thresholds of the baseline, the veto quantile of gmsd, the scale of logits_l1
+    assert st["low_threshold"] == np.quantile(b_val, 0.3) and st["high_threshold"] == np.quantile(b_val, 0.9)
+    assert st["veto_threshold"] == np.quantile(val["dist:gmsd"], 0.25)
+    assert (st["diffguard_median"], st["diffguard_scale"]) == _robust_scale(val["dist:logits_l1"])
+    lo, hi, t = st["low_threshold"], st["high_threshold"], st["veto_threshold"]
+    b = np.array([lo - 1, lo, (lo + hi) / 2, hi + 1, hi + 1, hi + 2])
+    gmsd = np.array([9.0, 9.0, 9.0, t, t + 1, t - 1])    # rows 3 and 5 vetoed (at or below t), row 4 not
+    logits = np.array([0.0, -5.0, 5.0, 1.0, -9.0, 2.0])
+    cols = {"dist:gmsd": gmsd, "dist:logits_l1": logits}
+    assert rule.tiers(b, cols).tolist() == [0, 1, 1, 1, 2, 1]
+    fused = rule.fuse(b, cols)
+    u_rank = _squash(logits, st["diffguard_median"], st["diffguard_scale"])
+    u_b = _squash(b, st["baseline_median"], st["baseline_scale"])
+    np.testing.assert_array_equal(fused, np.array([0, 1, 1, 1, 2, 1]) + np.where([0, 1, 1, 1, 0, 1], u_rank, u_b))
+    # the band (vetoed rows included) is ordered by logits_l1, whatever gmsd says
+    assert np.array_equal(np.argsort(fused[[1, 2, 3, 5]]), np.argsort(logits[[1, 2, 3, 5]]))
+    assert rule.needs_diffguard(b).tolist() == [False, True, True, True, True, True]
+    assert rule.report()["veto_by"] == "gmsd" and rule.report()["rank_by"] == "logits_l1"
+
+
+def test_split_veto_refuses_bad_parameters_and_missing_columns() -> None:
+    from diffguard.detectors.fusion import SplitVetoFusion, create_fusion, diffguard_input
+    from diffguard.errors import UserError
+
+    with pytest.raises(ValueError, match="veto_by must be 'score'.*got 'gmds'.*did you mean 'gmsd'"):
+        SplitVetoFusion(veto_by="gmds")
+    with pytest.raises(ValueError, match="rank_by"):
+        SplitVetoFusion(rank_by="dist:gmsd")
+    with pytest.raises(ValueError, match="veto_q"):
+        SplitVetoFusion(veto_q=-0.1)
+    rule = create_fusion("veto-split", low_q=0.2, high_q=0.9, veto_q=0.5, veto_by="l2", rank_by="score")
+    assert isinstance(rule, SplitVetoFusion) and rule.diffguard_columns == ("dist:l2", "score")
+    b_val, val = _split_data(3)
+    with pytest.raises(UserError, match=r"reads DiffGuard's column\(s\) \['dist:l2'\]"):
+        diffguard_input(rule, {"score": val["score"]})
+    with pytest.raises(TypeError, match="mapping column -> scores"):
+        rule.fit(b_val, val["score"])
+    with pytest.raises(ValueError, match="lacks DiffGuard column"):
+        rule.fit(b_val, {"score": val["score"]})
+    rule.fit(b_val, val)
+    with pytest.raises(ValueError, match="same samples"):
+        rule.fuse(b_val[:3], {"dist:l2": val["dist:l2"][:2], "score": val["score"][:3]})
+    with pytest.raises(ValueError, match="needs DiffGuard"):
+        rule.tiers(np.array([1e9]))
+    # the other rules read DiffGuard's score only and take it as an array
+    assert diffguard_input(BandFusion(), val) is val["score"] and WeightedSumFusion().diffguard_columns == ("score",)
+
+
+def test_veto_split_fusion_entries_of_a_run_config() -> None:
+    from diffguard.detectors.fusion import SplitVetoFusion
+    from diffguard.errors import ConfigError
+    from diffguard.run.run_config import build_run_config
+
+    methods = [{"name": "msp"}, {"name": "dg", "method": "diffguard", "preset": "fmnist6-cfg"}]
+    entry = {"baseline": "msp", "diffguard": "dg", "rule": "veto-split", "low_q": 0.85, "high_q": 0.99,
+             "veto_q": 0.8}
+    (f,) = build_run_config({"methods": methods, "fusion": [entry]}).fusion
+    assert f.key == "dg+msp:veto-split" and f.describe() == "q=(0.85, 0.99), veto 0.8 by gmsd, band by logits_l1"
+    rule = f.build()
+    assert isinstance(rule, SplitVetoFusion) and (rule.veto_by, rule.rank_by, rule.veto_q) == ("gmsd", "logits_l1",
+                                                                                                  0.8)
+    assert f.params() == {"low_q": 0.85, "high_q": 0.99, "veto_q": 0.8, "veto_by": "gmsd", "rank_by": "logits_l1"}
+    with pytest.raises(ConfigError, match="fusion dg\\+msp:veto-split: rank_by must be"):
+        build_run_config({"methods": methods, "fusion": [{**entry, "rank_by": "logit_l1"}]})

@@ -15,8 +15,9 @@ from PIL import Image
 
 from diffguard import Guard
 from diffguard.cli import main
+from diffguard.detectors.fusion import diffguard_input
 from diffguard.errors import UserError
-from diffguard.guard.export import load_run
+from diffguard.guard.export import export_from_run, load_run
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ def moved(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, tiny_models:
     base = tmp_path_factory.mktemp("moved")
     x, ids, stored = _test_images(tiny_run)
     guards = {m: make_guard(base / m.replace("+", "_").replace(":", "_"), tiny_run, m, copy_models=True)
-              for m in ("knn", "dg", "dg+knn", "dg+msp:weighted", "dg+knn:veto")}
+              for m in ("knn", "dg", "dg+knn", "dg+msp:weighted", "dg+knn:veto", "dg+knn:veto-split")}
     return {"guards": guards, "x": x, "ids": ids, "stored": stored}
 
 
@@ -76,14 +77,15 @@ def test_scores_with_the_data_and_models_gone_equal_the_run(moved: dict, tiny_ru
         hidden.rename(fake_fmnist_root)
 
 
-@pytest.mark.parametrize("key", ["dg+knn", "dg+knn:veto"])
+@pytest.mark.parametrize("key", ["dg+knn", "dg+knn:veto", "dg+knn:veto-split"])
 def test_cascade_runs_diffguard_where_the_rule_reads_it_and_changes_nothing(moved: dict, key: str) -> None:
     guard = Guard.load(moved["guards"][key])
     x, ids = moved["x"], moved["ids"]
     result = guard.score(x, ids)
     knn, dg = guard.parts["knn"], guard.parts["dg"]
     b = knn.detector.score_images(x, ids).double().numpy()
-    d = dg.detector.score_images(x, ids).double().numpy()  # DiffGuard on every image
+    columns = guard.part_columns(dg, x, ids, ("score", "dist:gmsd", "dist:l2"))  # DiffGuard on every image
+    d = diffguard_input(guard.fusion, columns)
     full = guard.fusion.fuse(b, d)
     # DiffGuard's float32 networks see other batch compositions in the cascade: equal up to float32 rounding
     np.testing.assert_allclose(result.score, full, rtol=1e-5, atol=1e-7)
@@ -92,6 +94,31 @@ def test_cascade_runs_diffguard_where_the_rule_reads_it_and_changes_nothing(move
     need = tiers == 1 if key == "dg+knn" else tiers >= 1
     assert np.array_equal(result.diffguard_ran, need) and need.any()
     assert np.isnan(result.parts["dg"][~need]).all() and (key != "dg+knn" or not need.all())
+    np.testing.assert_allclose(result.parts["dg"][need], columns["score"][need], rtol=1e-5, atol=1e-7)
+
+
+def test_veto_split_guard_reads_two_distances_and_scores_as_exported(moved: dict, tiny_run: Path) -> None:
+    """The saved veto-split guard keeps its columns and fitted constants (ID-val of the run, as its evaluation fits
+    them) and scores exactly as the guard exported in memory."""
+    key = "dg+knn:veto-split"
+    loaded = Guard.load(moved["guards"][key])
+    assert loaded.fusion.diffguard_columns == ("dist:gmsd", "dist:l2") and loaded.cascades
+    saved = json.loads((moved["guards"][key] / "guard.json").read_text())["fusion"]
+    assert saved["rule"] == "veto-split" and saved["params"]["veto_by"] == "gmsd" and saved["params"]["rank_by"] == "l2"
+    runner, store = load_run(tiny_run)
+    with store:
+        fresh = export_from_run(runner, store, key)
+        val = "val"
+        ids = runner.sources[val].ids[runner.plan[val]].numpy()
+        gmsd = store.scores("dg", val, ids, key="dist:gmsd")
+    thresholds = json.loads((tiny_run / "thresholds.json").read_text())["thresholds"]
+    assert loaded.threshold == pytest.approx(thresholds[key]) and fresh.threshold == loaded.threshold
+    assert loaded.fusion.report_state() == pytest.approx(fresh.fusion.report_state())
+    assert loaded.fusion.report_state()["veto_threshold"] == pytest.approx(np.quantile(gmsd, 0.5))
+    x, ids = moved["x"], moved["ids"]
+    a, b = loaded.score(x, ids), fresh.score(x, ids)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(a.is_ood, b.is_ood) and np.array_equal(a.diffguard_ran, b.diffguard_ran)
 
 
 def test_weighted_fusion_runs_diffguard_on_every_image(moved: dict) -> None:

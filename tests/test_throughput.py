@@ -105,5 +105,10 @@ def test_authors_cfg_structure_and_speed_at_equal_quality(tiny):
     assert extra == {"classifier fwd": 2 * x.shape[0], "diffusion fwd": 0, "classifier fwd+bwd": 0}
     row = authors.side_by_side(slow, x, batch_size=3)
     assert row["max_abs_diff_score"] == 0 and row["score"] == "gmsd+l2"
-    q = authors.equal_quality(slow, fast, x, batch_size=3)
-    assert q["ratio"] == pytest.approx(q["authors_s_per_image"] / q["fast_s_per_image"]) and q["ratio"] > 0
+    q = authors.equal_quality(slow, {"fast": fast, "slow": slow}, x, batch_size=3)
+    assert set(q["fast"]) == {"fast", "slow"}
+    for f in q["fast"].values():
+        assert f["ratio"] == pytest.approx(q["authors_s_per_image"] / f["s_per_image"]) and f["ratio"] > 0
+    assert authors.parse_setting("fmnist6-cfg:inversion.steps=25,inversion.cap=15") == (
+        "fmnist6-cfg", ["inversion.steps=25", "inversion.cap=15"])
+    assert authors.parse_setting("fmnist6-fast") == ("fmnist6-fast", [])

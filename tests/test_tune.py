@@ -373,6 +373,46 @@ def test_fusion_rule_is_tuned_on_stored_scores(tuned) -> None:
     assert len(list((out / "scores" / "msp").glob("trial-config-*.npz"))) == 1
 
 
+def test_veto_split_fusion_is_tuned_on_the_stored_distances(tuned, tiny_models: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """A veto-split trial fits on the stored ID-val ``dist:`` columns of DiffGuard's best trial; the tuned config
+    makes the tuned DiffGuard spec compute the distances the rule reads, its score unchanged, and passes the check."""
+    from diffguard.detectors.fusion import SplitVetoFusion
+    from diffguard.run.config_check import fusion_problems
+    from diffguard.tune.space import FUSION_COLUMNS
+    from diffguard.tune.study import best
+    from diffguard.tune.trials import resolved_kwargs
+    from diffguard.tune.tune_report import tuned_config
+    from diffguard.tune.tuner import diffguard_share, fusion_plan, method_scores
+
+    out, _, _ = tuned
+    root = out.parent / "data"
+    cfg = tiny_cfg(tiny_models, root)
+    data = ValidationData(make_benchmark(root), str(root), Limits(val=10, val_ood=6, csid=6))
+    studies = load_studies(out)
+    dg, knn = (method_scores(n, cfg, data, None, out, studies) for n in ("dg", "knn"))
+    start = {"rule": "veto-split", "low_q": 0.3, "high_q": 0.95, "veto_q": 0.5, "veto_by": "gmsd",
+             "rank_by": "logits_l1"}
+    plan = fusion_plan(dg, knn, data, Objective(), start)
+    assert next(p for p in plan.space.params if p.name == "rank_by").choices == FUSION_COLUMNS
+    trial = run_study(storage_for(tmp_path), plan, 1, seed=0).trials[0]
+    assert trial.params == start and trial.user_attrs["rule"]["veto_by"] == "gmsd"
+    val = data.val
+    rule = SplitVetoFusion(0.3, 0.95, 0.5, "gmsd", "logits_l1").fit(knn.cols[val]["score"], dg.cols[val])
+    fused = {s: {"score": rule.fuse(knn.cols[s]["score"], dg.cols[s])} for s in data.eval_sets()}
+    share = diffguard_share(rule, knn, data)
+    assert trial.value == pytest.approx(evaluate_column(fused, data, Objective(), "score", share).objective)
+    config, _ = tuned_config(cfg, {"dg": studies["dg"], "knn": studies["knn"],
+                                   "fusion:dg+knn": load_studies(tmp_path)["fusion:dg+knn"]})
+    tuned_cfg = build_run_config(config)
+    before = resolved_kwargs(MethodConfig.from_dict(best(studies["dg"]).user_attrs["spec"]))
+    after = resolved_kwargs(tuned_cfg.method("dg-tuned"))
+    assert set(after["distances"]) == set(before["distances"]) | {"gmsd", "logits_l1"}
+    assert after["score_distance"] == before["score_distance"]
+    (entry,) = [f for f in tuned_cfg.fusion if f.rule == "veto-split"]
+    assert entry.key == "dg-tuned+knn-tuned:veto-split" and fusion_problems(tuned_cfg) == []
+
+
 def test_report_files_and_tuned_config(tuned, tiny_models: tuple[Path, Path]) -> None:
     out, _, _ = tuned
     for name in ("report.md", "objective_vs_cost.png", "tuned.yaml", "tune.json", "tune.sqlite"):

@@ -26,8 +26,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="a method of the config to tune (repeat or comma-separate for several); its spec is the "
                         "starting point")
     t.add_argument("--fusion", action="append", default=[], metavar="DIFFGUARD+BASELINE",
-                   help="tune the fusion rule of two methods of the config (band quantiles or weighted sum), on "
-                        "their best tuned scores in --out, else on their config specs' scores")
+                   help="tune the fusion rule of two methods of the config (band, weighted sum, veto or "
+                        "veto-split with DiffGuard's distances), on their best tuned scores in --out, else on their "
+                        "config specs' scores")
     t.add_argument("--trials", type=int, default=None,
                    help="total trials per method study (default: the grid size, else 20); reruns add the missing")
     t.add_argument("--fusion-trials", type=int, default=40, help="total trials per fusion study (default 40)")

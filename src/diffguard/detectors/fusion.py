@@ -25,24 +25,41 @@ standardisation). w = 0 gives the baseline's ranking, w = 1 DiffGuard's. Which r
 is chosen on validation data by ``diffguard tune CONFIG --fusion DIFFGUARD+BASELINE``. Both rules share one
 interface (``fit(baseline_val, diffguard_val)`` on ID-val scores only, ``fuse(baseline, diffguard)``, ``report()``)
 and are registered by name in :data:`FUSION_RULES` (``band``, ``weighted``, ``veto``: the band rule with a DiffGuard
-veto of the confident-OOD tier, :class:`VetoBandFusion`).
+veto of the confident-OOD tier, :class:`VetoBandFusion`; ``veto-split``: the veto rule with the veto and the band's
+ranking read from two different DiffGuard columns, e.g. GMSD vetoes and the logits distance ranks,
+:class:`SplitVetoFusion`).
+
+**DiffGuard's columns.** A DiffGuard method stores, besides its (possibly calibrated) ``score``, every distance it
+computes as ``dist:<name>`` (raw, 0 for identical images, higher = more different, so more OOD). Each rule declares the
+columns it reads (``diffguard_columns``: ``("score",)`` for band, weighted and veto); a rule with ``takes_columns``
+(veto-split) takes DiffGuard's input to ``fit`` / ``fuse`` as a mapping column -> (N,) scores, the others the
+``score`` array. Every caller builds that input with :func:`diffguard_input` from the method's columns.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from diffguard.distances import DISTANCES
+from diffguard.errors import UserError
 from diffguard.registry import Registry
 from diffguard.score_arrays import as_scores
 
 _U_MAX = 1.0 - 1e-12
+SCORE = "score"  # DiffGuard's own (possibly calibrated) score column; a distance <name> is the column dist:<name>
 
 
 def _array(x: Any, name: str) -> np.ndarray:
     return as_scores(x, name, empty="a fusion rule needs at least one score")
+
+
+def _same_samples(b: np.ndarray, d: np.ndarray, name: str) -> None:
+    if b.shape != d.shape:
+        raise ValueError(f"baseline {b.shape} and {name} {d.shape} must score the same samples")
 
 
 def _robust_scale(x: np.ndarray) -> tuple[float, float]:
@@ -71,10 +88,16 @@ class BandFusion:
     low_q: float = 0.5
     high_q: float = 0.99
     _state: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    takes_columns: ClassVar[bool] = False  # fit / fuse take DiffGuard's score array (see diffguard_input)
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.low_q <= self.high_q <= 1.0):
             raise ValueError(f"need 0 <= low_q <= high_q <= 1, got low_q={self.low_q}, high_q={self.high_q}")
+
+    @property
+    def diffguard_columns(self) -> tuple[str, ...]:
+        """The DiffGuard columns the rule reads: its score only."""
+        return (SCORE,)
 
     def fit(self, baseline_val: Any, diffguard_val: Any) -> BandFusion:
         """baseline_val (M,), diffguard_val (M',): scores of ID-validation samples only."""
@@ -102,13 +125,16 @@ class BandFusion:
     def fuse(self, baseline: Any, diffguard: Any) -> np.ndarray:
         """baseline (N,), diffguard (N,) scores of the same samples -> (N,) float64 fused OOD score in (0, 3);
         DiffGuard's score is read only where :meth:`needs_diffguard` is True (any finite value elsewhere)."""
-        st = self._fitted()
         b, d = _array(baseline, "baseline"), _array(diffguard, "diffguard")
-        if b.shape != d.shape:
-            raise ValueError(f"baseline {b.shape} and diffguard {d.shape} must score the same samples")
-        tier = self.tiers(b, d)
+        _same_samples(b, d, "diffguard")
+        return self._tiered(b, self.tiers(b, d), d)
+
+    def _tiered(self, b: np.ndarray, tier: np.ndarray, ranker: np.ndarray) -> np.ndarray:
+        """tier + u: u squashes the baseline b (N,) in tiers 0 and 2 and ``ranker`` (N,), the DiffGuard column of
+        the fitted ``diffguard_median`` / ``diffguard_scale``, in tier 1."""
+        st = self._fitted()
         u_b = _squash(b, st["baseline_median"], st["baseline_scale"])
-        u_d = _squash(d, st["diffguard_median"], st["diffguard_scale"])
+        u_d = _squash(ranker, st["diffguard_median"], st["diffguard_scale"])
         return tier + np.where(tier == 1, u_d, u_b)
 
     def report(self) -> dict[str, Any]:
@@ -177,6 +203,106 @@ class VetoBandFusion(BandFusion):
         return {**super().report(), "rule": "band with DiffGuard veto (project's own)", "veto_q": self.veto_q}
 
 
+def column_of(name: str) -> str:
+    """The DiffGuard column a rule parameter names: ``"score"`` as it is, a distance ``<name>`` -> ``dist:<name>``."""
+    return name if name == SCORE else f"dist:{name}"
+
+
+@dataclass
+class SplitVetoFusion(VetoBandFusion):
+    """The veto rule with the veto and the band's ranking read from two DiffGuard columns (the project's own): e.g.
+    the structural distance GMSD vetoes the baseline's confident-OOD tier and the logits distance, insensitive to
+    shifts and noise, ranks the hard cases (benchmarks/fusion_explore.py: fewer covariate-shift false alarms than
+    one score doing both, on validation data).
+
+    ``fit`` on ID-val only: lo, hi as :class:`BandFusion` (quantiles of the baseline); the veto threshold t = the
+    ``veto_q`` quantile of the ``veto_by`` column; median and IQR of the baseline and of the ``rank_by`` column
+    (kept as ``diffguard_median`` / ``diffguard_scale``). Tiers: 0 when b < lo, 2 when b > hi and veto > t, else 1
+    (the band and the vetoed samples); fused = tier + u, u the squashed baseline (tiers 0, 2) or ``rank_by``
+    column (tier 1). With ``veto_by = rank_by = "score"`` it is :class:`VetoBandFusion`. DiffGuard runs on every
+    sample at or above lo, as for the veto rule.
+
+    DiffGuard's input to :meth:`fit` and :meth:`fuse` is a mapping column -> (N,) scores holding
+    :attr:`diffguard_columns` (:func:`diffguard_input` builds it from a DiffGuard method's columns).
+
+    Args:
+        low_q, high_q, veto_q: as :class:`VetoBandFusion` (veto_q: quantile of the ``veto_by`` column).
+        veto_by: the column that vetoes: ``"score"`` (DiffGuard's own, possibly calibrated, score) or a distance
+            name (``gmsd``, ``logits_l1``, ``l2``, ``ssim``, ``psnr``, ...: its raw stored ``dist:<name>`` column).
+        rank_by: the column that ranks the band, named the same way.
+    """
+
+    veto_by: str = "gmsd"
+    rank_by: str = "logits_l1"
+    takes_columns: ClassVar[bool] = True  # fit / fuse take a mapping column -> scores (see diffguard_input)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        known = [SCORE, *DISTANCES.list()]
+        for key in ("veto_by", "rank_by"):
+            value = getattr(self, key)
+            if value not in known:
+                close = difflib.get_close_matches(str(value), known, n=2)
+                hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+                raise ValueError(f"{key} must be 'score' (DiffGuard's score) or a distance name, one of {known}; "
+                                 f"got {value!r}{hint}")
+
+    @property
+    def diffguard_columns(self) -> tuple[str, ...]:
+        """The DiffGuard columns the rule reads, e.g. ``("dist:gmsd", "dist:logits_l1")`` (each once)."""
+        return tuple(dict.fromkeys(column_of(n) for n in (self.veto_by, self.rank_by)))
+
+    def fit(self, baseline_val: Any, diffguard_val: Mapping[str, Any]) -> SplitVetoFusion:
+        """baseline_val (M,) and DiffGuard's columns {column: (M',)} of ID-validation samples only."""
+        veto, rank = self._veto_and_rank(diffguard_val, "diffguard_val")
+        BandFusion.fit(self, baseline_val, rank)
+        self._state["veto_threshold"] = float(np.quantile(veto, self.veto_q))
+        return self
+
+    def tiers(self, baseline: Any, diffguard: Mapping[str, Any] | None = None) -> np.ndarray:
+        """(N,) int tiers; DiffGuard's ``veto_by`` column is needed wherever the baseline is above the band."""
+        veto = None if diffguard is None else self._veto_and_rank(diffguard, "diffguard")[0]
+        return VetoBandFusion.tiers(self, baseline, veto)
+
+    def fuse(self, baseline: Any, diffguard: Mapping[str, Any]) -> np.ndarray:
+        """baseline (N,) and DiffGuard's columns {column: (N,)} of the same samples -> (N,) fused score in (0, 3);
+        DiffGuard's columns are read only where :meth:`needs_diffguard` is True (any finite value elsewhere)."""
+        b = _array(baseline, "baseline")
+        veto, rank = self._veto_and_rank(diffguard, "diffguard")
+        _same_samples(b, veto, f"diffguard[{column_of(self.veto_by)!r}]")
+        _same_samples(b, rank, f"diffguard[{column_of(self.rank_by)!r}]")
+        return self._tiered(b, VetoBandFusion.tiers(self, b, veto), rank)
+
+    def report(self) -> dict[str, Any]:
+        return {**super().report(), "rule": "band with DiffGuard veto, split columns (project's own)",
+                "veto_by": self.veto_by, "rank_by": self.rank_by}
+
+    def _veto_and_rank(self, columns: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(veto column, rank column) of DiffGuard's input mapping, checked."""
+        if not isinstance(columns, Mapping):
+            raise TypeError(f"the veto-split rule takes DiffGuard's {name} as a mapping column -> scores with "
+                            f"{list(self.diffguard_columns)}, got {type(columns).__name__}; build it with "
+                            "diffguard_input(rule, columns)")
+        missing = [c for c in self.diffguard_columns if c not in columns]
+        if missing:
+            raise ValueError(f"{name} lacks DiffGuard column(s) {missing}; it has {sorted(columns)}")
+        veto_col, rank_col = column_of(self.veto_by), column_of(self.rank_by)
+        return _array(columns[veto_col], f"{name}[{veto_col!r}]"), _array(columns[rank_col], f"{name}[{rank_col!r}]")
+
+
+def diffguard_input(rule: Any, columns: Mapping[str, Any]) -> Any:
+    """What ``rule.fit`` / ``rule.fuse`` take as DiffGuard's input, from a DiffGuard method's columns (``"score"``
+    and ``"dist:<name>"`` -> (N,) scores of the same samples): the mapping of the rule's ``diffguard_columns`` for a
+    rule that ``takes_columns`` (veto-split), else the ``"score"`` array."""
+    missing = [c for c in rule.diffguard_columns if c not in columns]
+    if missing:
+        raise UserError(f"the fusion rule reads DiffGuard's column(s) {missing}, which are not there (found: "
+                        f"{sorted(columns)}): add the distance(s) to the DiffGuard method's distances and score it "
+                        "again, or choose 'score' or a distance it computes")
+    picked = {c: columns[c] for c in rule.diffguard_columns}
+    return picked if rule.takes_columns else picked[SCORE]
+
+
 def robust_standardise(x: Any) -> tuple[float, float]:
     """(median, scale) of 1-D scores: the inter-quartile range, falling back to the standard deviation, then to 1
     when the spread is 0 (the standardisation both fusion rules use)."""
@@ -197,10 +323,16 @@ class WeightedSumFusion:
 
     weight: float = 0.5
     _state: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    takes_columns: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"need 0 <= weight <= 1, got weight={self.weight}")
+
+    @property
+    def diffguard_columns(self) -> tuple[str, ...]:
+        """The DiffGuard columns the rule reads: its score only."""
+        return (SCORE,)
 
     def fit(self, baseline_val: Any, diffguard_val: Any) -> WeightedSumFusion:
         """baseline_val (M,), diffguard_val (M',): scores of ID-validation samples only."""
@@ -216,8 +348,7 @@ class WeightedSumFusion:
         """baseline (N,), diffguard (N,) scores of the same samples -> (N,) float64 fused OOD score."""
         st = self._fitted()
         b, d = _array(baseline, "baseline"), _array(diffguard, "diffguard")
-        if b.shape != d.shape:
-            raise ValueError(f"baseline {b.shape} and diffguard {d.shape} must score the same samples")
+        _same_samples(b, d, "diffguard")
         z_b = (b - st["baseline_median"]) / st["baseline_scale"]
         z_d = (d - st["diffguard_median"]) / st["diffguard_scale"]
         return (1.0 - self.weight) * z_b + self.weight * z_d
@@ -246,9 +377,11 @@ FUSION_RULES: Registry[Any] = Registry("fusion rule")
 FUSION_RULES.register("band")(BandFusion)
 FUSION_RULES.register("weighted")(WeightedSumFusion)
 FUSION_RULES.register("veto")(VetoBandFusion)
+FUSION_RULES.register("veto-split")(SplitVetoFusion)
 
 
 def create_fusion(rule: str, **params: Any) -> BandFusion | WeightedSumFusion:
     """A fusion rule by name (``band``: ``low_q``, ``high_q``; ``weighted``: ``weight``; ``veto``: ``low_q``,
-    ``high_q``, ``veto_q``)."""
+    ``high_q``, ``veto_q``; ``veto-split``: ``low_q``, ``high_q``, ``veto_q``, ``veto_by``, ``rank_by``, each
+    ``"score"`` or a distance name). Fit and fuse it with DiffGuard's input from :func:`diffguard_input`."""
     return FUSION_RULES.create(rule, **params)

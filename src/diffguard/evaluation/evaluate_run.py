@@ -31,6 +31,7 @@ import matplotlib.figure
 import numpy as np
 
 from diffguard.bench.definitions import CSID_ROLES, metric_row_name
+from diffguard.detectors.fusion import diffguard_input
 from diffguard.evaluation.ood_metrics import accuracy, compute_metrics, summarize
 from diffguard.evaluation.stored_calibration import calibrated, fitted_calibration, stored_labels
 from diffguard.evaluation.validation_rows import TPR, csid_accuracy, csid_columns, shift_rows, threshold_at_tpr
@@ -179,14 +180,16 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
     for f in runner.cfg.fusion:  # both parts are methods of the config (checked before the run)
         if f.baseline not in complete or f.diffguard not in complete:
             continue  # a part not run (yet) is reported as incomplete or skipped
-        b, d = table.scores[f.baseline], table.scores[f.diffguard]
-        fuse = f.build().fit(val_scores[f.baseline], val_scores[f.diffguard])
+        b = table.scores[f.baseline]
+        fuse = f.build()
+        d = fusion_columns(runner, store, f.diffguard, fuse.diffguard_columns, table, sel, val_scores, shifted)
+        fuse.fit(val_scores[f.baseline], diffguard_input(fuse, d[val]))
         title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
         key = f.key
         titles[key] = title
-        fused = {n: fuse.fuse(b[sel[n]], d[sel[n]]) for n in [test, *ood_sets]}
-        fused_val = fuse.fuse(val_scores[f.baseline], val_scores[f.diffguard])
-        fused_shift = {n: fuse.fuse(shifted[f.baseline][n], shifted[f.diffguard][n]) for n in shift}
+        fused = {n: fuse.fuse(b[sel[n]], diffguard_input(fuse, d[n])) for n in [test, *ood_sets]}
+        fused_val = fuse.fuse(val_scores[f.baseline], diffguard_input(fuse, d[val]))
+        fused_shift = {n: fuse.fuse(shifted[f.baseline][n], diffguard_input(fuse, d[n])) for n in shift}
         fusion_info.append({"fusion": title, **fuse.report()})
         cost[key] = cost[f.diffguard] + cost[f.baseline]
         thresholds[key] = threshold_at_tpr(fused_val)
@@ -194,6 +197,19 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
                              {"fusion": f.describe()})
         rows += shift_rows(key, title, fused_val, fused_shift, roles, csid_acc, thresholds[key])
     return Evaluation(rows, table, complete, incomplete, fusion_info, thresholds, cost, titles)
+
+
+def fusion_columns(runner: Runner, store: ResultStore, method: str, columns: Sequence[str], table: Any,
+                   sel: dict[str, np.ndarray], val_scores: dict[str, np.ndarray],
+                   shifted: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Set name -> {column: (N,)} of the DiffGuard columns a fusion reads, for the test / OOD sets (rows ``sel`` of
+    the score table), ID-val and the shift sets: ``"score"`` as evaluated (calibrated when the spec asks), a stored
+    distance column (``dist:<name>``, raw) read for the same rows."""
+    val = runner.spec.by_role("val")[0].name
+    rows = {**{n: table.ids[m] for n, m in sel.items()}, **{n: planned_ids(runner, n) for n in [val, *shifted[method]]}}
+    score = {**{n: table.scores[method][m] for n, m in sel.items()}, val: val_scores[method], **shifted[method]}
+    return {n: {c: score[n] if c == "score" else store.scores(method, n, ids, key=c) for c in columns}
+            for n, ids in rows.items()}
 
 
 def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k: int) -> dict[str, list[Any]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -29,13 +29,14 @@ from tqdm.auto import tqdm
 
 from diffguard.detectors.calibration import create_calibration
 from diffguard.detectors.detector import classifier_outputs
+from diffguard.detectors.fusion import diffguard_input
 from diffguard.errors import ConfigError, UserError
 from diffguard.evaluation.ood_metrics import auroc
 from diffguard.evaluation.stored_calibration import calibrated, fitted_calibration, stored_labels
 from diffguard.evaluation.validation_rows import threshold_at_tpr
 from diffguard.guard.folder import model_record
 from diffguard.guard.guard import Guard
-from diffguard.guard.parts import Geometry, Part, raw_and_labels, val_quantiles
+from diffguard.guard.parts import Geometry, Part, detail_columns, val_quantiles
 from diffguard.run.manifest import model_hashes
 from diffguard.run.plan import select_rows
 from diffguard.run.run_config import build_run_config
@@ -93,16 +94,24 @@ def _role_rows(runner: Any, role: str) -> list[tuple[str, np.ndarray]]:
             for spec in runner.spec.by_role(role) if spec.name in runner.sources]
 
 
+def stored_column(runner: Any, store: Any, method: str, role: str = "val", key: str = "score") -> np.ndarray:
+    """A method's stored column ``key`` (its raw score, or e.g. DiffGuard's ``dist:gmsd``) on the run's sets of a
+    role (ID-val by default), concatenated; refused when incomplete."""
+    rows = _role_rows(runner, role)
+    out = np.concatenate([store.scores(method, n, ids, key=key) for n, ids in rows]) if rows else np.empty(0)
+    if out.size == 0 or np.isnan(out).any():
+        what = "scores" if key == "score" else f"{key!r} values"
+        raise UserError(f"method {method!r} has no complete {role} {what} in {runner.out}; finish the run first "
+                        "(rerun the same `diffguard benchmark` command)")
+    return out
+
+
 def raw_val_scores(runner: Any, store: Any, method: str, role: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """A method's stored raw scores on the run's sets of a role (ID-val by default), concatenated, and the label
     each was computed for (:func:`~diffguard.evaluation.stored_calibration.stored_labels`)."""
 
-    rows = _role_rows(runner, role)
-    out = np.concatenate([store.scores(method, n, ids) for n, ids in rows]) if rows else np.empty(0)
-    if out.size == 0 or np.isnan(out).any():
-        raise UserError(f"method {method!r} has no complete {role} scores in {runner.out}; finish the run first "
-                        "(rerun the same `diffguard benchmark` command)")
-    labels = np.concatenate([stored_labels(store, method, n, ids) for n, ids in rows])
+    out = stored_column(runner, store, method, role)
+    labels = np.concatenate([stored_labels(store, method, n, ids) for n, ids in _role_rows(runner, role)])
     return out, labels
 
 
@@ -123,14 +132,29 @@ def val_scores(runner: Any, store: Any, method: str, role: str = "val") -> np.nd
     return calibrated(method_calibration(runner, store, method), raw, labels)
 
 
+def diffguard_val_input(runner: Any, store: Any, fusion: Any, method: str, role: str = "val") -> Any:
+    """What a fusion rule takes as DiffGuard's input (:func:`~diffguard.detectors.fusion.diffguard_input`) on the
+    run's sets of a role: the method's ``"score"`` as :func:`val_scores` gives it, its stored distance columns raw."""
+    columns = {c: val_scores(runner, store, method, role) if c == "score" else
+               stored_column(runner, store, method, role, c) for c in fusion.diffguard_columns}
+    return diffguard_input(fusion, columns)
+
+
+def fitted_fusion(runner: Any, store: Any, f: Any) -> Any:
+    """The fusion entry ``f``'s rule fitted on the run's ID-val scores, as the run's evaluation fits it."""
+    fusion = f.build()
+    return fusion.fit(val_scores(runner, store, f.baseline), diffguard_val_input(runner, store, fusion, f.diffguard))
+
+
 def key_scores(runner: Any, store: Any, key: str, role: str) -> np.ndarray:
     """A method's or a fusion's scores on the run's sets of a role; a fusion is fitted on ID-val, as in the run."""
     fusions = {f.key: f for f in runner.cfg.fusion}
     if key not in fusions:
         return val_scores(runner, store, key, role)
     f = fusions[key]
-    fusion = f.build().fit(val_scores(runner, store, f.baseline), val_scores(runner, store, f.diffguard))
-    return fusion.fuse(val_scores(runner, store, f.baseline, role), val_scores(runner, store, f.diffguard, role))
+    fusion = fitted_fusion(runner, store, f)
+    return fusion.fuse(val_scores(runner, store, f.baseline, role),
+                       diffguard_val_input(runner, store, fusion, f.diffguard, role))
 
 
 def best_on_validation(runner: Any, store: Any) -> str | None:
@@ -176,10 +200,10 @@ def export_from_run(runner: Any, store: Any, name: str, folder: Path | None = No
         val = val_scores(runner, store, name)
         return _guard(runner, name, runner.cfg.method(name).title, built, val, source=source)
     f = fusions[name]
-    b, d = val_scores(runner, store, f.baseline), val_scores(runner, store, f.diffguard)
-    fusion = f.build().fit(b, d)
+    fusion = fitted_fusion(runner, store, f)
+    fused = fusion.fuse(val_scores(runner, store, f.baseline), diffguard_val_input(runner, store, fusion, f.diffguard))
     title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
-    return _guard(runner, name, title, built, fusion.fuse(b, d), fusion, f, source)
+    return _guard(runner, name, title, built, fused, fusion, f, source)
 
 
 def export_run(folder: str | Path, method: str | None = None, device: str | None = None) -> Guard:
@@ -250,18 +274,20 @@ def guard_from_config(cfg: Any, name: str, val_limit: int | None, batch_size: in
     src = runner.sources[val]
     rows = select_rows(len(src), val_limit, 0, val)
     x, ids = src.load(rows), src.ids[rows]
+    fusion = fusions[name].build() if name in fusions else None
+    wanted = {p: fusion.diffguard_columns if fusion is not None and p == fusions[name].diffguard else ("score",)
+              for p in names}
     parts = {p: _fit_part(runner, p) for p in names}
-    scores = {p: _calibrate_part(parts[p], runner, x, ids, batch_size, progress) for p in names}
+    scores = {p: _calibrate_part(parts[p], runner, x, ids, batch_size, progress, wanted[p]) for p in names}
     source = {"config": cfg.benchmark if isinstance(cfg.benchmark, str) else "inline", "method": name,
               "val": f"{val}, {len(rows)} images"}
-    if name not in fusions:
-        guard = _guard(runner, name, cfg.method(name).title, parts, scores[name], source=source)
+    if fusion is None:
+        guard = _guard(runner, name, cfg.method(name).title, parts, scores[name]["score"], source=source)
     else:
         f = fusions[name]
-        fusion = f.build().fit(scores[f.baseline], scores[f.diffguard])
+        b, d = scores[f.baseline]["score"], diffguard_input(fusion, scores[f.diffguard])
         title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
-        guard = _guard(runner, name, title, parts, fusion.fuse(scores[f.baseline], scores[f.diffguard]), fusion, f,
-                       source)
+        guard = _guard(runner, name, title, parts, fusion.fit(b, d).fuse(b, d), fusion, f, source)
     return guard, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
 
 
@@ -276,14 +302,24 @@ def _fit_part(runner: Any, name: str) -> Part:
     return Part(spec, det)
 
 
-def _calibrate_part(part: Part, runner: Any, x: Tensor, ids: Tensor, batch_size: int, progress: bool) -> np.ndarray:
-    """The part's (calibrated) ID-val scores of x (N, C, H, W); fits its calibration when its spec names one."""
+def _calibrate_part(part: Part, runner: Any, x: Tensor, ids: Tensor, batch_size: int, progress: bool,
+                    columns: Sequence[str] = ("score",)) -> dict[str, np.ndarray]:
+    """The part's columns {name: (N,)} of ID-val images x (N, C, H, W): ``"score"`` (calibrated when its spec
+    names a calibration, which is fitted here) and any other ``columns`` a fusion reads (DiffGuard's raw
+    ``dist:<name>``)."""
     det, name = part.detector, part.spec.name
     cal = create_calibration(part.spec.calibration)
-    if cal is None:
-        return score_batches(det.score_images, x, ids, batch_size, progress, f"calibrating {name}", runner.device)
-    both = score_batches(lambda xb, ib: np.stack(raw_and_labels(det, runner.classifier, xb, ib), 1), x, ids,
-                         batch_size, progress, f"calibrating {name}", runner.device)
-    labels = both[:, 1].astype(np.int64)
-    part.calibration = cal.fit(both[:, 0], labels)
-    return part.calibration(both[:, 0], labels)
+    extra = [c for c in columns if c != "score"]
+    if cal is None and not extra:
+        score = score_batches(det.score_images, x, ids, batch_size, progress, f"calibrating {name}", runner.device)
+        return {"score": score}
+    keys = ["score", "label", *extra]
+    stacked = score_batches(lambda xb, ib: np.stack([detail_columns(det, runner.classifier, xb, ib, extra)[k]
+                                                     for k in keys], 1), x, ids, batch_size, progress,
+                            f"calibrating {name}", runner.device).reshape(-1, len(keys))
+    out = {k: stacked[:, i] for i, k in enumerate(keys)}
+    labels = out.pop("label").astype(np.int64)
+    if cal is not None:
+        part.calibration = cal.fit(out["score"], labels)
+        out["score"] = part.calibration(out["score"], labels)
+    return out

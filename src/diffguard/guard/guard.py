@@ -7,7 +7,10 @@
 **Cascade.** With the band fusion rule (:class:`~diffguard.detectors.fusion.BandFusion`) the baseline's score
 alone puts an image in a tier: confidently ID, confidently OOD, or the hard case in between. Only hard cases need
 DiffGuard (the fused score of the other tiers does not read it), so DiffGuard runs on those images only;
-``result.diffguard_ran`` says which. Scores and decisions are those of computing DiffGuard for every image.
+``result.diffguard_ran`` says which (the veto rules: the band and the confident-OOD tier, which DiffGuard may veto).
+Scores and decisions are those of computing DiffGuard for every image. DiffGuard's part yields the columns the rule
+reads (``fusion.diffguard_columns``: its score, or for veto-split e.g. ``dist:gmsd`` and ``dist:logits_l1``);
+``result.parts`` keeps its score.
 
 Parts are built by the one builder (:func:`~diffguard.specs.method_specs.build_method`) from their method specs;
 saving and loading live in :mod:`diffguard.guard.folder`.
@@ -17,18 +20,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from diffguard.detectors.fusion import BandFusion, WeightedSumFusion
+from diffguard.detectors.fusion import BandFusion, WeightedSumFusion, diffguard_input
 from diffguard.errors import UserError
 from diffguard.evaluation.validation_rows import TPR
 from diffguard.guard.folder import load_fields, save_guard
 from diffguard.guard.inputs import decode_images, read_files
-from diffguard.guard.parts import Geometry, GuardResult, Part, raw_and_labels
+from diffguard.guard.parts import Geometry, GuardResult, Part, detail_columns, raw_and_labels
 
 
 @dataclass
@@ -109,13 +112,17 @@ class Guard:
         baseline, diffguard = self.fusion_parts  # type: ignore[misc]
         b = self.part_scores(self.parts[baseline], x, ids)
         need = self.fusion.needs_diffguard(b) if self.cascades and n else np.ones(n, dtype=bool)
-        d = np.full(n, np.nan)
+        columns = tuple(dict.fromkeys(("score", *self.fusion.diffguard_columns)))
+        d = {c: np.full(n, np.nan) for c in columns}
         if need.any():
             sel = torch.from_numpy(np.flatnonzero(need))
-            d[need] = self.part_scores(self.parts[diffguard], x[sel], ids[sel])
+            got = self.part_columns(self.parts[diffguard], x[sel], ids[sel], columns)
+            for c in columns:
+                d[c][need] = got[c]
         ran[:] = need
-        score = self.fusion.fuse(b, np.where(need, d, 0.0)) if n else np.empty(0)
-        return self._result(score, label, {baseline: b, diffguard: d}, ran)
+        filled = {c: np.where(need, v, 0.0) for c, v in d.items()}
+        score = self.fusion.fuse(b, diffguard_input(self.fusion, filled)) if n else np.empty(0)
+        return self._result(score, label, {baseline: b, diffguard: d["score"]}, ran)
 
     def score_files(self, files: list[str | Path]) -> list[dict[str, Any]]:
         """Score image files; one row per file, in order: ``path``, ``status`` ("ok" / "skipped"), ``score``,
@@ -150,6 +157,24 @@ class Guard:
         out = [self._batch(part, x[i:i + self.batch_size].to(self.device), ids[i:i + self.batch_size])
                for i in range(0, x.shape[0], self.batch_size)]
         return np.concatenate(out) if out else np.empty(0)
+
+    def part_columns(self, part: Part, x: Tensor, ids: Tensor,
+                     columns: Sequence[str] = ("score",)) -> dict[str, np.ndarray]:
+        """{column: (N,) float64} of one part over batches: ``"score"`` as :meth:`part_scores` gives it, any other
+        column (DiffGuard's ``dist:<name>``, which a fusion rule may read) raw from the detector's ``details``."""
+        extra = [c for c in columns if c != "score"]
+        if not extra:
+            return {"score": self.part_scores(part, x, ids)} if "score" in columns else {}
+        out: dict[str, list[np.ndarray]] = {}
+        for i in range(0, x.shape[0], self.batch_size):
+            xb, ib = x[i:i + self.batch_size].to(self.device), ids[i:i + self.batch_size]
+            cols = detail_columns(part.detector, self.classifier, xb, ib, extra)
+            label = cols.pop("label").astype(np.int64)
+            if part.calibration is not None:
+                cols["score"] = part.calibration(cols["score"], label)
+            for c in columns:
+                out.setdefault(c, []).append(cols[c])
+        return {c: np.concatenate(out[c]) if out else np.empty(0) for c in columns}
 
     def _batch(self, part: Part, x: Tensor, ids: Tensor) -> np.ndarray:
         if part.calibration is None:

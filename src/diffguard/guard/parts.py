@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -77,12 +77,26 @@ class GuardResult:
 def raw_and_labels(detector: Any, classifier: Any, x: Tensor, ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(B,) raw scores and (B,) the label each was computed for: the detector's ``label`` column (DiffGuard's
     guided label), else the classifier's prediction."""
+    cols = detail_columns(detector, classifier, x, ids)
+    return cols["score"], cols["label"].astype(np.int64)
+
+
+def detail_columns(detector: Any, classifier: Any, x: Tensor, ids: Tensor,
+                   columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """One batch x (B, C, H, W) through ``detector.details``: {"score": (B,) raw score, "label": (B,) the label it
+    was computed for (see :func:`raw_and_labels`), and each of ``columns`` (e.g. DiffGuard's ``dist:gmsd``): (B,)
+    float64}."""
     scored = detector.details(x, ids)
+    missing = [c for c in columns if c not in scored.columns]
+    if missing:
+        raise UserError(f"{type(detector).__name__} does not compute {missing} (it gives {sorted(scored.columns)}): "
+                        "add the distance(s) to the method's distances")
     label = scored.columns.get("label")
     if label is None:
         with torch.no_grad():
             label = classifier.logits(x).argmax(1)
-    return scored.score.double().cpu().numpy(), label.cpu().numpy().astype(np.int64)
+    return {"score": scored.score.double().cpu().numpy(), "label": label.cpu().numpy(),
+            **{c: scored.columns[c].double().cpu().numpy() for c in columns}}
 
 
 def val_quantiles(scores: np.ndarray) -> dict[str, float]:

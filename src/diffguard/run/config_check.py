@@ -10,8 +10,9 @@ definition). What is checked:
 * methods: unique names; the parameters of each baseline; for DiffGuard the preset, its options and overrides
   (:func:`~diffguard.detectors.diffguard_presets.resolve_preset`, which builds no model), ``reference``,
   ``label_mode`` and every distance named in ``distances`` / ``score_distance`` (with ``score_scales``); ``reuse``;
-* fusions: both parts are methods of the config (the rule was checked when the entry was read); ``recommended``
-  names a method or fusion key of the config;
+* fusions: both parts are methods of the config (the rule was checked when the entry was read); the distances a
+  rule reads (veto-split's ``veto_by`` / ``rank_by``) are computed by its DiffGuard method; ``recommended`` names
+  a method or fusion key of the config;
 * ``--methods``: each name is a method of the config;
 * the benchmark: every set name in ``sets:``, the roles a run needs, an ID-train set when a method fits on one, no
   set named with the reserved ``set:`` prefix; a ``csid`` set named ``val...`` is not refused but gets a
@@ -236,7 +237,8 @@ def distance_problems(kwargs: Mapping[str, Any]) -> list[str]:
 
 def fusion_problems(cfg: RunConfig) -> list[str]:
     """Both parts of every fusion are methods of the config (a fusion of a missing method is never dropped
-    silently)."""
+    silently); every distance a rule reads (veto-split's ``veto_by`` / ``rank_by``) is one its DiffGuard method
+    computes."""
     names = [m.name for m in cfg.methods]
     problems = []
     for f in cfg.fusion:
@@ -244,12 +246,46 @@ def fusion_problems(cfg: RunConfig) -> list[str]:
             unknown = _unknown_name("method of this config", name, names)
             if unknown:
                 problems.append(f"fusion {f.key}: {part}: {unknown}")
+        if f.diffguard in names:
+            problems += [f"fusion {f.key}: {p}" for p in column_problems(f, cfg.method(f.diffguard))]
     if cfg.recommended is not None:
         unknown = _unknown_name("method or fusion key of this config", cfg.recommended,
                                 names + [f.key for f in cfg.fusion])
         if unknown:
             problems.append(f"recommended: {unknown}")
     return problems
+
+
+def column_problems(f: Any, dg: MethodConfig) -> list[str]:
+    """The DiffGuard distance columns (``dist:<name>``) fusion ``f`` reads that method ``dg`` does not store."""
+    wanted = [c[len("dist:"):] for c in f.build().diffguard_columns if c.startswith("dist:")]
+    if not wanted:
+        return []
+    if not dg.is_diffguard:
+        return [f"reads DiffGuard's distance(s) {wanted}, but {dg.name!r} is not a DiffGuard method: name a "
+                "DiffGuard method as diffguard, or use 'score' for veto_by / rank_by"]
+    have = resolved_distances(dg)
+    if have is None:  # the method's own problem is reported
+        return []
+    return [f"reads the distance {n!r}, which DiffGuard method {dg.name!r} does not compute (its distances: "
+            f"{list(have)}): add it to the method's distances (e.g. the override distances={(*have, n)!r}), "
+            "or choose 'score' or one of its distances" for n in wanted if n not in have]
+
+
+def resolved_distances(m: MethodConfig) -> tuple[str, ...] | None:
+    """The distances a DiffGuard method computes (its stored ``dist:<name>`` columns), its preset, options and
+    overrides resolved; None when they do not resolve (:func:`diffguard_problems` reports why)."""
+    params = {k: v for k, v in m.params.items() if k not in _BUILT_IN}
+    preset = params.pop("preset", inspect.signature(detector_factory(m.detector)).parameters["preset"].default)
+    overrides = [str(o) for o in params.pop("overrides", [])]
+    try:
+        kwargs = resolve_preset(preset, overrides, **params)
+    except (UserError, ValueError, TypeError):
+        return None
+    distances = kwargs.get("distances", inspect.signature(DiffGuard).parameters["distances"].default)
+    if isinstance(distances, str) or not isinstance(distances, Sequence):
+        return None
+    return tuple(str(d) for d in distances)
 
 
 def _about(subject: str, err: BaseException) -> str:

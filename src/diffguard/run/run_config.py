@@ -37,8 +37,10 @@ class FusionConfig:
 
     Args:
         rule: "band" (quantiles ``low_q`` / ``high_q`` of the baseline's ID-val scores bound the band that DiffGuard
-            decides), "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores) or "veto" (the band,
-            plus ``veto_q``: DiffGuard's ID-val quantile at or below which it vetoes the confident-OOD tier).
+            decides), "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores), "veto" (the band,
+            plus ``veto_q``: DiffGuard's ID-val quantile at or below which it vetoes the confident-OOD tier) or
+            "veto-split" (the veto rule with ``veto_by`` vetoing and ``rank_by`` ranking the band, each ``"score"``
+            or the name of a distance the DiffGuard method computes, e.g. ``gmsd`` and ``logits_l1``).
     """
 
     baseline: str
@@ -48,6 +50,8 @@ class FusionConfig:
     rule: str = "band"
     weight: float = 0.5
     veto_q: float = 0.5
+    veto_by: str = "gmsd"
+    rank_by: str = "logits_l1"
 
     def __post_init__(self) -> None:
         if self.rule not in FUSION_RULES:
@@ -57,8 +61,9 @@ class FusionConfig:
 
     @property
     def key(self) -> str:
-        """The fusion's name in a run's tables and files: ``DG+BASELINE`` (band rule; ``DG+BASELINE:weighted``
-        for the weighted sum, so both rules of one pair can sit in one run)."""
+        """The fusion's name in a run's tables and files: ``DG+BASELINE`` (band rule; ``DG+BASELINE:<rule>``
+        for the others, e.g. ``:weighted``, ``:veto``, ``:veto-split``, so several rules of one pair can sit in one
+        run)."""
         base = f"{self.diffguard}+{self.baseline}"
         return base if self.rule == "band" else f"{base}:{self.rule}"
 
@@ -76,11 +81,13 @@ class FusionConfig:
             raise ConfigError(f"fusion {self.key}: {e}") from None
 
     def describe(self) -> str:
-        """Short parameter text for tables: ``q=(0.5, 0.99)`` or ``w=0.3``."""
+        """Short parameter text for tables: ``q=(0.5, 0.99)``, ``w=0.3``, ``q=(0.8, 0.99), veto 0.5`` or
+        ``q=(0.8, 0.99), veto 0.5 by gmsd, band by logits_l1``."""
         if self.rule == "weighted":
             return f"w={self.weight}"
-        veto = f", veto {self.veto_q}" if self.rule == "veto" else ""
-        return f"q=({self.low_q}, {self.high_q}){veto}"
+        veto = f", veto {self.veto_q}" if self.rule in ("veto", "veto-split") else ""
+        split = f" by {self.veto_by}, band by {self.rank_by}" if self.rule == "veto-split" else ""
+        return f"q=({self.low_q}, {self.high_q}){veto}{split}"
 
 
 @dataclass

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from diffguard.tune.data import Limits, TestDataRefused, ValidationData, tuning_role, tuning_sets
 from diffguard.tune.objective import Evaluation, Objective
-from diffguard.tune.space import FUSION_SPACE, Param, Space, apply_values, space_for
+from diffguard.tune.space import FUSION_SPACE, Param, Space, apply_values, fusion_space, space_for
 from diffguard.tune.tuner import tune
 
 __all__ = ["FUSION_SPACE", "Evaluation", "Limits", "Objective", "Param", "Space", "TestDataRefused", "ValidationData",
-           "apply_values", "space_for", "tune", "tuning_role", "tuning_sets"]
+           "apply_values", "fusion_space", "space_for", "tune", "tuning_role", "tuning_sets"]

@@ -1,4 +1,5 @@
-"""Search spaces: each detector's own (declared beside its code), the fusion rule's, setting drawn values on a spec.
+"""Search spaces: each detector's own (declared beside its code), the fusion rules' (:func:`fusion_space`), setting
+drawn values on a spec.
 
 :func:`space_for` reads the ``search_space`` a registered detector declares (:mod:`diffguard.detectors.search_space`
 holds the data types :class:`Param` and :class:`Space`); :func:`apply_values` sets the values a trial drew on a
@@ -38,22 +39,39 @@ A space small enough and all categorical is searched as a grid; any other with O
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from diffguard.detectors.detector import detector_factory
 from diffguard.detectors.search_space import MAX_GRID, Kind, Param, Space, cat, label, num
 from diffguard.errors import UnknownNameError
 from diffguard.specs.method_specs import MethodConfig
 
-__all__ = ["FUSION_SPACE", "MAX_GRID", "Kind", "Param", "Space", "apply_values", "cat", "label", "num", "space_for"]
+__all__ = ["FUSION_COLUMNS", "FUSION_SPACE", "MAX_GRID", "Kind", "Param", "Space", "apply_values", "cat",
+           "fusion_space", "label", "num", "space_for"]
 
-FUSION_SPACE = Space((
-    cat("rule", ("band", "weighted", "veto")),
-    num("low_q", 0.0, 0.9, when=("rule", ("band", "veto"))),
-    num("high_q", 0.9, 1.0, when=("rule", ("band", "veto"))),
-    num("weight", 0.0, 1.0, when=("rule", ("weighted",))),
-    num("veto_q", 0.0, 0.9, when=("rule", ("veto",))),
-))
+FUSION_COLUMNS = ("score", "gmsd", "logits_l1", "l2", "ssim")
+"""DiffGuard columns veto-split's ``veto_by`` / ``rank_by`` are searched over: its score and four distances."""
+
+
+def fusion_space(columns: Sequence[str] = FUSION_COLUMNS) -> Space:
+    """The fusion rules' space: the rule, then its parameters (band: ``low_q``, ``high_q``; weighted: ``weight``;
+    veto: ``veto_q`` besides; veto-split: ``veto_by`` and ``rank_by`` besides, each one of ``columns``, the
+    DiffGuard columns its stored scores hold). Without a distance among ``columns`` veto-split would be the veto
+    rule, so it is left out."""
+    split = ("veto-split",) if any(c != "score" for c in columns) else ()
+    params = [cat("rule", ("band", "weighted", "veto", *split)),
+              num("low_q", 0.0, 0.9, when=("rule", ("band", "veto", *split))),
+              num("high_q", 0.9, 1.0, when=("rule", ("band", "veto", *split))),
+              num("weight", 0.0, 1.0, when=("rule", ("weighted",))),
+              num("veto_q", 0.0, 0.9, when=("rule", ("veto", *split)))]
+    if split:
+        params += [cat("veto_by", tuple(columns), when=("rule", split)),
+                   cat("rank_by", tuple(columns), when=("rule", split))]
+    return Space(tuple(params))
+
+
+FUSION_SPACE = fusion_space()
+"""The fusion space with every column of :data:`FUSION_COLUMNS` (a study's own keeps those its scores hold)."""
 
 
 def space_for(detector: str) -> Space:

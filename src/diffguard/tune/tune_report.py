@@ -22,10 +22,12 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from diffguard.atomic_files import atomic_write_bytes, atomic_write_text
-from diffguard.detectors.fusion import FUSION_RULES
+from diffguard.detectors.fusion import FUSION_RULES, create_fusion
 from diffguard.report.plots import figure_png
 from diffguard.report.tables import markdown_table
 from diffguard.run.run_config import config_dict
+from diffguard.specs.method_specs import MethodConfig
+from diffguard.tune import trials as tr
 from diffguard.tune.data import ValidationData
 from diffguard.tune.objective import Objective
 from diffguard.tune.study import best, load_studies, ranked
@@ -146,9 +148,30 @@ def tuned_config(cfg: Any, studies: dict[str, optuna.Study]) -> tuple[dict[str, 
         spec = trials[0].user_attrs["spec"]
         rule_keys = [f.name for f in dataclasses.fields(FUSION_RULES.get(spec["rule"])) if f.init]
         fusion.append({k: spec[k] for k in ("baseline", "diffguard", "rule", *rule_keys)})
-    data["methods"] = data.get("methods", []) + methods
+    data["methods"] = data.get("methods", []) + [_with_fusion_distances(m, fusion) for m in methods]
     data["fusion"] = data.get("fusion", []) + fusion
     return data, notes
+
+
+def _with_fusion_distances(entry: dict[str, Any], fusion: list[dict[str, Any]]) -> dict[str, Any]:
+    """A tuned DiffGuard entry that also computes the distances its tuned fusions read (veto-split's ``veto_by`` /
+    ``rank_by``; a tuned spec computes only its chosen score's distances), its score unchanged."""
+    wanted = [n for f in fusion if f["diffguard"] == entry["name"] for n in _distances_read(f)]
+    cfg = MethodConfig.from_dict(entry)
+    if not wanted or not cfg.is_diffguard:
+        return entry
+    have = tuple(tr.resolved_kwargs(cfg)["distances"])
+    extra = tuple(dict.fromkeys(n for n in wanted if n not in have))
+    if not extra:
+        return entry
+    wider = tr.tidy(cfg.with_option("distances", repr(have + extra))).as_dict()
+    return {**entry, "params": wider["params"]}
+
+
+def _distances_read(f: dict[str, Any]) -> list[str]:
+    """The distances (``dist:<name>`` columns) the rule of a tuned fusion entry reads."""
+    params = {k: v for k, v in f.items() if k not in ("baseline", "diffguard", "rule")}
+    return [c[len("dist:"):] for c in create_fusion(f["rule"], **params).diffguard_columns if c.startswith("dist:")]
 
 
 def write_report(out: Path, cfg: Any, data: ValidationData, objective: Objective, command: str,

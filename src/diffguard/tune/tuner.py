@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 from diffguard.bench.definitions import BenchmarkSpec
 from diffguard.bench.open_sets import resolve_benchmark
 from diffguard.detectors.detector import ALIASES
-from diffguard.detectors.fusion import BandFusion, create_fusion
+from diffguard.detectors.fusion import BandFusion, column_of, create_fusion, diffguard_input
 from diffguard.devices import resolve_device
 from diffguard.errors import UserError
 from diffguard.run.config_check import check_run_config
@@ -31,7 +31,7 @@ from diffguard.specs.method_specs import MethodConfig, build_method
 from diffguard.tune import trials as tr
 from diffguard.tune.data import Limits, Models, ValidationData
 from diffguard.tune.objective import Objective
-from diffguard.tune.space import FUSION_SPACE, Space, apply_values, space_for
+from diffguard.tune.space import FUSION_COLUMNS, Space, apply_values, fusion_space, space_for
 from diffguard.tune.study import StudyPlan, best, load_studies, run_study, storage_for
 from diffguard.tune.tune_report import trial_line, write_report
 
@@ -106,8 +106,8 @@ def method_plan(start: MethodConfig, data: ValidationData, models: Models, objec
 
 @dataclass
 class MethodScores:
-    """One method's validation scores for fusion: ``cols`` set -> {"ids", "score"}; ``config_name`` is the
-    method's name in the tuned config (``<name>-tuned`` for a tuned one)."""
+    """One method's validation scores for fusion: ``cols`` set -> {"ids", "score", and DiffGuard's raw distances
+    "dist:<name>"}; ``config_name`` is the method's name in the tuned config (``<name>-tuned`` for a tuned one)."""
 
     name: str
     config_name: str
@@ -133,7 +133,8 @@ def method_scores(name: str, cfg: Any, data: ValidationData, models: Models, out
                             "seed it was tuned with")
         column = trial.user_attrs["column"]
         tr.add_sum(cols, data, column)
-        picked = {s: {"ids": c["ids"], "score": c[column]} for s, c in cols.items()}
+        picked = {s: {**{k: v for k, v in c.items() if k.startswith("dist:")}, "ids": c["ids"], "score": c[column]}
+                  for s, c in cols.items()}
         return MethodScores(name, f"{name}-tuned", picked, trial.user_attrs["seconds_per_image"],
                             f"study {name}, trial {trial.number}")
     m = cfg.method(name)
@@ -153,20 +154,24 @@ def method_scores(name: str, cfg: Any, data: ValidationData, models: Models, out
 
 def fusion_plan(dg: MethodScores, base: MethodScores, data: ValidationData, objective: Objective,
                 start: Mapping[str, Any]) -> StudyPlan:
-    """The study of a fusion pair: the rule (band: low_q, high_q; weighted: weight) fitted on ID-val scores."""
+    """The study of a fusion pair: the rule (band: low_q, high_q; weighted: weight; veto: veto_q besides;
+    veto-split: veto_by, rank_by besides, over DiffGuard's columns present in its scores, :func:`fusion_space`)
+    fitted on ID-val scores."""
     for s in data.eval_sets():
         if not (dg.cols[s]["ids"].tolist() == base.cols[s]["ids"].tolist()):
             raise UserError(f"{dg.name} and {base.name} scored different rows of {s!r}: tune both with the same "
                             "limits and seed")
+    space = fusion_space(tuple(n for n in FUSION_COLUMNS if column_of(n) in dg.cols[data.val]))
     setup = {"kind": "fusion", "sources": [dg.source, base.source], "data": data_setup(data),
-             "objective": objective.statement(), "space": repr(FUSION_SPACE)}
+             "objective": objective.statement(), "space": repr(space)}
 
     def objective_fn(trial: optuna.Trial) -> float:
-        values = FUSION_SPACE.suggest(trial)
+        values = space.suggest(trial)
         params = dict(values)
         rule = create_fusion(values.pop("rule"), **values)
-        rule.fit(base.cols[data.val]["score"], dg.cols[data.val]["score"])
-        fused = {s: {"score": rule.fuse(base.cols[s]["score"], dg.cols[s]["score"])} for s in data.eval_sets()}
+        rule.fit(base.cols[data.val]["score"], diffguard_input(rule, dg.cols[data.val]))
+        fused = {s: {"score": rule.fuse(base.cols[s]["score"], diffguard_input(rule, dg.cols[s]))}
+                 for s in data.eval_sets()}
         ev = tr.evaluate_column(fused, data, objective, "score", diffguard_share(rule, base, data))
         spec = {"baseline": base.config_name, "diffguard": dg.config_name, **params}
         for key, value in {"spec": spec, "rule": rule.report(), "metrics": ev.attrs(),
@@ -174,7 +179,7 @@ def fusion_plan(dg: MethodScores, base: MethodScores, data: ValidationData, obje
             trial.set_user_attr(key, value)
         return ev.objective
 
-    return StudyPlan(f"fusion:{dg.name}+{base.name}", FUSION_SPACE, setup, dict(start), objective_fn)
+    return StudyPlan(f"fusion:{dg.name}+{base.name}", space, setup, dict(start), objective_fn)
 
 
 def diffguard_share(rule: Any, base: MethodScores, data: ValidationData) -> float:
