@@ -9,7 +9,7 @@ WITH_TCMALLOC := bash scripts/with-tcmalloc.sh
 export HF_HUB_OFFLINE := 1
 # Passive OpenMP waiting: spinning worker threads make small network calls 10-100x slower on a busy 2-core machine.
 export OMP_WAIT_POLICY := PASSIVE
-# The README's demo: the tuned configuration (fmnist6-tuned: the recommended DiffGuard + ViM band fusion and the other
+# The README's demo: the tuned configuration (fmnist6-tuned: the recommended DiffGuard + ViM veto-split fusion and the other
 # fusions, the larger diffusion model, the baselines) on a seeded subset of DEMO_LIMIT images per set; then the
 # recommended guard is exported and scores a handful of images. The untuned paper presets are one flag away:
 # `make demo DEMO_CONFIG=fmnist6`. `make full` runs every untuned method on every image.

@@ -40,6 +40,7 @@ from diffguard.report.gallery import GalleryItem, pick_extremes, to_uint8
 from diffguard.report.html_report import write_report
 from diffguard.report.plots import figure_png
 from diffguard.report.tables import ScoreTable, markdown_table, write_metric_tables
+from diffguard.run.run_config import fusion_title
 from diffguard.run.runner import Runner
 from diffguard.run.store import ResultStore
 
@@ -184,7 +185,7 @@ def evaluate(runner: Runner, store: ResultStore) -> Evaluation:
         fuse = f.build()
         d = fusion_columns(runner, store, f.diffguard, fuse.diffguard_columns, table, sel, val_scores, shifted)
         fuse.fit(val_scores[f.baseline], diffguard_input(fuse, d[val]))
-        title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
+        title = fusion_title(runner.cfg, f)
         key = f.key
         titles[key] = title
         fused = {n: fuse.fuse(b[sel[n]], diffguard_input(fuse, d[n])) for n in [test, *ood_sets]}

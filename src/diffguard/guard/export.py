@@ -39,7 +39,7 @@ from diffguard.guard.guard import Guard
 from diffguard.guard.parts import Geometry, Part, detail_columns, val_quantiles
 from diffguard.run.manifest import model_hashes
 from diffguard.run.plan import select_rows
-from diffguard.run.run_config import build_run_config
+from diffguard.run.run_config import build_run_config, fusion_title
 from diffguard.run.runner import Runner
 from diffguard.run.store import ResultStore
 from diffguard.specs.method_specs import build_method
@@ -202,7 +202,7 @@ def export_from_run(runner: Any, store: Any, name: str, folder: Path | None = No
     f = fusions[name]
     fusion = fitted_fusion(runner, store, f)
     fused = fusion.fuse(val_scores(runner, store, f.baseline), diffguard_val_input(runner, store, fusion, f.diffguard))
-    title = f"{runner.cfg.method(f.diffguard).title} + {runner.cfg.method(f.baseline).title}"
+    title = fusion_title(runner.cfg, f)
     return _guard(runner, name, title, built, fused, fusion, f, source)
 
 
@@ -286,7 +286,7 @@ def guard_from_config(cfg: Any, name: str, val_limit: int | None, batch_size: in
     else:
         f = fusions[name]
         b, d = scores[f.baseline]["score"], diffguard_input(fusion, scores[f.diffguard])
-        title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
+        title = fusion_title(cfg, f)
         guard = _guard(runner, name, title, parts, fusion.fit(b, d).fuse(b, d), fusion, f, source)
     return guard, runner, f"{runner.spec.name} {val}, {len(rows)} images, 95% TPR"
 

@@ -153,6 +153,13 @@ class RunConfig:
         raise KeyError(f"no method {name!r} in this run; methods: {[m.name for m in self.methods]}")
 
 
+def fusion_title(cfg: RunConfig, f: FusionConfig) -> str:
+    """A fusion's display name: ``DIFFGUARD + BASELINE`` titles, with the rule in brackets unless it is the band
+    rule (``DiffGuard (tuned) + ViM (tuned) (veto-split)``), so two rules of one pair stay apart in tables."""
+    title = f"{cfg.method(f.diffguard).title} + {cfg.method(f.baseline).title}"
+    return title if f.rule == "band" else f"{title} ({f.rule})"
+
+
 def config_dict(cfg: RunConfig) -> dict[str, Any]:
     """A JSON-able view of the run configuration (for manifests and reports); a user benchmark appears as its full
     definition with absolute paths, so a results folder rebuilds it alone."""
