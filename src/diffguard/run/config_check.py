@@ -17,8 +17,8 @@ definition). What is checked:
 * the benchmark: every set name in ``sets:``, the roles a run needs, an ID-train set when a method fits on one, no
   set named with the reserved ``set:`` prefix; a ``csid`` set named ``val...`` is not refused but gets a
   :class:`RoleWarning` (:func:`role_warnings`): it is test data, validation data has ``role: val_csid``;
-* models, from their specs and the small JSON files of model folders (no weights are read): the spec's type and
-  keys, local files that do not exist, and classes, channels and (for ``diffguard train`` diffusion folders, which
+* models (:mod:`diffguard.run.model_facts`), from their specs and the small JSON files of model folders (no
+  weights are read): the spec's type and keys, local files that do not exist, and classes, channels and (for ``diffguard train`` diffusion folders, which
   run at the image size) image size against the benchmark. A diffusion model is only checked when a method needs
   one, ensemble members only when a method uses them.
 """
@@ -27,31 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
-import os
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, get_args
+from typing import Any, Mapping, Sequence, get_args
 
 from diffguard.bench.definitions import ROLES, RUN_NEEDS, SET_ROW_PREFIX, BenchmarkSpec, Role
 from diffguard.bench.open_sets import resolve_benchmark
 from diffguard.detectors.detector import detector_factory
 from diffguard.detectors.diffguard import DiffGuard, LabelMode, Reference
 from diffguard.detectors.diffguard_presets import apply_overrides, resolve_preset
-from diffguard.detectors.ensemble import ensemble_folders
 from diffguard.distances import DISTANCES
 from diffguard.distances.combined import check_scales, score_names
-from diffguard.errors import UnknownNameError, UserError
-from diffguard.model_files import shipped_or_path, shipped_path
-from diffguard.registry import Registry
+from diffguard.errors import UserError
+from diffguard.run.model_facts import model_problems, unknown_name
 from diffguard.run.plan import legacy_csid_names, legacy_csid_warning
 from diffguard.run.run_config import RunConfig, RunConfigError, parse_run_config, problem_lines
 from diffguard.specs.method_specs import MethodConfig, check_reuse
-from diffguard.specs.model_specs import CLASSIFIER_TYPES, DIFFUSION_TYPES
 
-MODEL_FILE_KEYS = ("folder", "checkpoint", "weights", "config", "scheduler", "vae")
-"""Keys of a model spec that name a local file or folder (checked for existence)."""
 _BUILT_IN = ("classifier", "backend", "members")  # what the builder passes to a detector, never a config parameter
 
 
@@ -116,25 +107,13 @@ def run_config_problems(cfg: RunConfig, spec: BenchmarkSpec, requested: Sequence
 def config_problems(cfg: RunConfig, requested: Sequence[str] | None = None) -> list[str]:
     """The problems that do not depend on the benchmark: settings, methods, fusions and ``--methods``."""
     names = [m.name for m in cfg.methods]
-    unknown = [_unknown_name("method of this config", n, names) for n in requested or ()]
+    unknown = [unknown_name("method of this config", n, names) for n in requested or ()]
     return [*setting_problems(cfg), *method_problems(cfg.methods), *fusion_problems(cfg),
             *(f"--methods: {u}" for u in unknown if u)]
 
 
 def _sized(cfg: RunConfig, spec: BenchmarkSpec) -> BenchmarkSpec:
     return spec if cfg.image_size is None else dataclasses.replace(spec, image_size=cfg.image_size)
-
-
-def _unknown_name(kind: str, name: Any, known: Iterable[str]) -> str | None:
-    """None when ``name`` is one of ``known``; else the registry's refusal (closest names first, then all)."""
-    registry: Registry[str] = Registry(kind)
-    for k in sorted(set(known)):
-        registry.register(k)(str)
-    try:
-        registry.get(str(name))
-    except UnknownNameError as err:
-        return str(err) if registry.list() else f"unknown {kind} {name!r} (there are none)"
-    return None
 
 
 # -- settings, methods, fusions ----------------------------------------------------------------------------------
@@ -176,7 +155,7 @@ def parameter_problems(m: MethodConfig) -> list[str]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return []
     valid = [n for n in params if n not in _BUILT_IN]
-    return [f"method {m.name!r}: {_unknown_name(f'{m.detector} parameter', k, valid)}"
+    return [f"method {m.name!r}: {unknown_name(f'{m.detector} parameter', k, valid)}"
             for k in sorted(set(m.params) - set(params))]
 
 
@@ -199,7 +178,7 @@ def diffguard_problems(m: MethodConfig) -> list[str]:
         except (UserError, ValueError, TypeError) as err:
             problems.append(_about(f"method {m.name!r}", err))
     fields = [n for n in inspect.signature(DiffGuard).parameters if n not in _BUILT_IN]
-    problems += [f"method {m.name!r} (its overrides): {_unknown_name('DiffGuard setting', k, fields)}"
+    problems += [f"method {m.name!r} (its overrides): {unknown_name('DiffGuard setting', k, fields)}"
                  for k in sorted(set(kwargs) - set(fields))]
     for key, allowed in (("reference", get_args(Reference)), ("label_mode", get_args(LabelMode))):
         if key in kwargs and kwargs[key] not in allowed:
@@ -215,14 +194,14 @@ def distance_problems(kwargs: Mapping[str, Any]) -> list[str]:
     if isinstance(distances, str) or not isinstance(distances, Sequence) or not distances:
         return [f"distances must be a non-empty list of distance names, e.g. distances=('l2','ssim'); got "
                 f"{distances!r}"]
-    problems = [f"distances: {u}" for u in (_unknown_name("distance", d, DISTANCES.list()) for d in distances) if u]
+    problems = [f"distances: {u}" for u in (unknown_name("distance", d, DISTANCES.list()) for d in distances) if u]
     score = kwargs.get("score_distance") or distances[0]
     try:
         parts = score_names(str(score))
     except ValueError as err:
         return problems + [f"score_distance: {err}"]
     for p in parts:
-        unknown = _unknown_name("distance", p, DISTANCES.list())
+        unknown = unknown_name("distance", p, DISTANCES.list())
         if unknown:
             problems.append(f"score_distance: {unknown}")
         elif p not in distances:
@@ -243,13 +222,13 @@ def fusion_problems(cfg: RunConfig) -> list[str]:
     problems = []
     for f in cfg.fusion:
         for part, name in (("diffguard", f.diffguard), ("baseline", f.baseline)):
-            unknown = _unknown_name("method of this config", name, names)
+            unknown = unknown_name("method of this config", name, names)
             if unknown:
                 problems.append(f"fusion {f.key}: {part}: {unknown}")
         if f.diffguard in names:
             problems += [f"fusion {f.key}: {p}" for p in column_problems(f, cfg.method(f.diffguard))]
     if cfg.recommended is not None:
-        unknown = _unknown_name("method or fusion key of this config", cfg.recommended,
+        unknown = unknown_name("method or fusion key of this config", cfg.recommended,
                                 names + [f.key for f in cfg.fusion])
         if unknown:
             problems.append(f"recommended: {unknown}")
@@ -311,7 +290,7 @@ def benchmark_problems(cfg: RunConfig, spec: BenchmarkSpec, needs: Sequence[Role
             problems.append(f"sets: must be a list of set names, e.g. sets: [test, near-fmnist]; got {cfg.sets!r}")
         else:
             known = [s.name for s in spec.sets]
-            problems += [f"sets: {u}" for u in (_unknown_name(f"{spec.name} set", n, known)
+            problems += [f"sets: {u}" for u in (unknown_name(f"{spec.name} set", n, known)
                                                 for n in cfg.sets) if u]
     fitting = [m.name for m in cfg.methods if m.needs.fit]
     if fitting and not spec.by_role("train"):
@@ -327,161 +306,3 @@ class RoleWarning(UserWarning):
 def role_warnings(spec: BenchmarkSpec) -> list[str]:
     """One line per ``csid`` set named ``val...``: test data, though the old name rule made it validation data."""
     return [legacy_csid_warning(n) for n in legacy_csid_names(spec)]
-
-
-# -- models --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a model spec states about the images it takes, where it says so (None: not stated)."""
-
-    source: str
-    classes: int | None = None
-    channels: int | None = None
-    size: int | None = None
-
-
-def model_problems(cfg: RunConfig, spec: BenchmarkSpec) -> list[str]:
-    """The classifier's spec, and the diffusion model's and ensemble members' where a method uses them: type, keys,
-    local files, and classes / channels / image size against the benchmark."""
-    problems = spec_problems("classifier", cfg.classifier, CLASSIFIER_TYPES)
-    problems += facts_problems("classifier", classifier_facts(cfg.classifier), spec,
-                               "give the classifier trained for it (classifier: ... in the config, or --set "
-                               "classifier=...; `diffguard train classifier --data BENCHMARK.yaml` trains one)")
-    if any(m.needs.backend and "backend" not in m.params for m in cfg.methods):
-        problems += spec_problems("diffusion", cfg.diffusion, DIFFUSION_TYPES)
-        problems += facts_problems("diffusion model", diffusion_facts(cfg.diffusion), spec,
-                                   "give the diffusion model trained for it (diffusion: ... in the config; "
-                                   "`diffguard train diffusion --data BENCHMARK.yaml` trains one)")
-    if any(m.needs.members and "members" not in m.params for m in cfg.methods):
-        for folder in [f for f in member_folders(cfg) if isinstance(f, (str, os.PathLike))]:
-            problems += facts_problems(f"ensemble member {folder}", folder_classifier_facts(Path(folder)), spec,
-                                       "list the members trained for it (ensemble: [folders] in the config)")
-    return problems
-
-
-def spec_problems(kind: str, model: Any, registry: Registry[Any]) -> list[str]:
-    """A model spec's form: a folder that exists, or a mapping with a registered type, the keys its loader takes,
-    and local files that exist."""
-    if model is None:
-        return []
-    if isinstance(model, (str, os.PathLike)):
-        return [] if Path(model).expanduser().exists() else [f"{kind}: folder {model} does not exist"]
-    if not isinstance(model, Mapping):
-        return [f"{kind}: the spec must be a folder path, a mapping with a type, or null; got {model!r}"]
-    if "type" not in model:
-        return [f"{kind}: the spec {dict(model)} needs a 'type': one of {registry.list()} (or give a folder path)"]
-    try:
-        factory = registry.get(str(model["type"]))
-    except UnknownNameError as err:
-        return [f"{kind}: {err}"]
-    problems = _key_problems(kind, model, factory)
-    by_name = model["type"] in ("fmnist6", "shipped")
-    for key in MODEL_FILE_KEYS:
-        value = model.get(key)
-        if isinstance(value, str) and not (shipped_or_path(value) if by_name else Path(value).expanduser()).exists():
-            problems.append(f"{kind}: {key} {value} does not exist (diffguard reads local files only)")
-    return problems
-
-
-def _key_problems(kind: str, model: Mapping[str, Any], factory: Any) -> list[str]:
-    params = inspect.signature(factory).parameters
-    accepted = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    what = f"{kind} spec type {model['type']!r}"
-    problems = []
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        problems += [f"{what}: {_unknown_name('key', k, accepted)}" for k in model if k != "type" and k not in accepted]
-    missing = [n for n in accepted if params[n].default is params[n].empty and n not in model]
-    if missing:
-        problems.append(f"{what} needs key(s) {missing}")
-    return problems
-
-
-def facts_problems(what: str, facts: ModelFacts | None, spec: BenchmarkSpec, fix: str) -> list[str]:
-    """Stated classes, channels and image size that differ from the benchmark's."""
-    if facts is None:
-        return []
-    problems = []
-    if facts.classes is not None and facts.classes != spec.num_classes:
-        problems.append(f"{what}: {facts.classes} classes ({facts.source}) but benchmark {spec.name!r} has "
-                        f"{spec.num_classes}: {fix}")
-    if facts.channels is not None and facts.channels != spec.channels:
-        problems.append(f"{what}: takes {facts.channels}-channel images ({facts.source}) but benchmark {spec.name!r} "
-                        f"has {spec.channels}-channel images: {fix}")
-    if facts.size is not None and facts.size != spec.image_size:
-        problems.append(f"{what}: made for {facts.size}-pixel images ({facts.source}) but benchmark {spec.name!r} has "
-                        f"{spec.image_size}-pixel images: {fix}")
-    return problems
-
-
-def classifier_facts(model: Any) -> ModelFacts | None:
-    """Classes and channels a classifier spec states: a model folder's ``config.json``, the shipped classifier's
-    for null, else the spec's ``num_classes`` (``type: module``: also its ``kwargs``' ``num_classes`` and
-    ``in_channels``; ``type: timm``: ``in_chans``). The image size is not compared: classifiers resize their input."""
-    if model is None:
-        return folder_classifier_facts(shipped_path("classifier"))
-    if isinstance(model, (str, os.PathLike)):
-        return folder_classifier_facts(Path(model).expanduser())
-    if not isinstance(model, Mapping):
-        return None
-    kind = model.get("type")
-    if kind in ("fmnist6", "shipped"):
-        return folder_classifier_facts(shipped_or_path(model.get("folder")) or shipped_path("classifier"))
-    kwargs = model.get("kwargs") if kind == "module" and isinstance(model.get("kwargs"), Mapping) else {}
-    channels = model.get("in_chans") if kind == "timm" else kwargs.get("in_channels", kwargs.get("in_chans"))
-    return ModelFacts(f"its {kind} spec", _int(model.get("num_classes", kwargs.get("num_classes"))), _int(channels))
-
-
-def folder_classifier_facts(folder: Path) -> ModelFacts | None:
-    """Classes and channels from a classifier folder's ``config.json`` (``diffguard train`` or timm format)."""
-    cfg = _json(folder / "config.json")
-    source = str(folder / "config.json")
-    if "arch" in cfg:
-        return ModelFacts(source, _int(cfg.get("num_classes")), _int(cfg.get("in_channels")))
-    if "architecture" in cfg:
-        shape = (cfg.get("pretrained_cfg") or {}).get("input_size") or [None]
-        return ModelFacts(source, _int(cfg.get("num_classes", 1000)), _int(shape[0]))
-    return None
-
-
-def diffusion_facts(model: Any) -> ModelFacts | None:
-    """Classes, channels and image size of a ``diffguard train`` diffusion folder (its ``diffguard.json``; the
-    shipped one for null). Such a model runs at the benchmark's image size, so its training size must match; other
-    backends resize their input and state nothing compared here."""
-    folder: Path | None = None
-    if model is None:
-        folder = shipped_path("diffusion")
-    elif isinstance(model, (str, os.PathLike)):
-        folder = Path(model).expanduser()
-    elif isinstance(model, Mapping) and model.get("type") in ("fmnist6", "shipped"):
-        folder = shipped_or_path(model.get("folder")) or shipped_path("diffusion")
-    elif isinstance(model, Mapping) and model.get("type") == "diffusers" and isinstance(model.get("folder"), str):
-        folder = Path(model["folder"]).expanduser()
-    info = _json(folder / "diffguard.json") if folder is not None else {}
-    if not info:
-        return None
-    return ModelFacts(str(folder / "diffguard.json"), _int(info.get("num_classes")), _int(info.get("channels")),
-                      _int(info.get("resolution")))
-
-
-def member_folders(cfg: RunConfig) -> list[Any]:
-    """The Deep-Ensemble members a run uses (the runner's one rule): ``ensemble``, else the classifier (the shipped
-    one when none is given) and the shipped ``-s*`` members."""
-    if cfg.ensemble:
-        return list(cfg.ensemble)
-    shipped = [str(p) for p in ensemble_folders()]
-    return [cfg.classifier or shipped[0], *shipped[1:]]
-
-
-def _json(path: Path) -> dict[str, Any]:
-    """A small JSON file's mapping; empty when it is missing or unreadable (its loader reports that)."""
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -28,9 +28,10 @@ from diffguard.detectors.detector import ClassifierOutputs
 from diffguard.devices import resolve_device, to_device
 from diffguard.errors import ConfigError
 from diffguard.run import distributed
-from diffguard.run.config_check import check_run_config, member_folders
+from diffguard.run.config_check import check_run_config
 from diffguard.run.distributed import Dist, gather_stores, read_prior, share_classifier_rows, write_rows
 from diffguard.run.manifest import folder_hash
+from diffguard.run.model_facts import member_folders
 from diffguard.run.plan import batches, row_plan, select_rows
 from diffguard.run.preflight import preflight
 from diffguard.run.run_config import FusionConfig, RunConfig, config_dict
@@ -94,7 +95,7 @@ class Runner:
         return self._backend
 
     def member_folders(self) -> list[str]:
-        """Deep-Ensemble member folders (:func:`~diffguard.run.config_check.member_folders`)."""
+        """Deep-Ensemble member folders (:func:`~diffguard.run.model_facts.member_folders`)."""
         return member_folders(self.cfg)
 
     def members(self) -> list[Any]:
