@@ -203,7 +203,7 @@ def test_a_veto_split_fusion_reads_the_stored_distance_columns(tmp_path: Path) -
     key = "dg+msp:veto-split"
     cols = {n: {"dist:gmsd": gmsd[n], "dist:logits_l1": logits[n]} for n in MSP}
     msp = {n: np.asarray(v, float) for n, v in MSP.items()}
-    rule = SplitVetoFusion(0.2, 0.6, 0.5, "gmsd", "logits_l1").fit(msp["val"], cols["val"])
+    rule = SplitVetoFusion(0.2, 0.6, veto_q=0.5, veto_by="gmsd", rank_by="logits_l1").fit(msp["val"], cols["val"])
     fused = {n: rule.fuse(msp[n], cols[n]) for n in MSP}
     thr = float(np.quantile(fused["val"], 0.95))
     rows = {(r["key"], r["set"]): r for r in ev.rows}

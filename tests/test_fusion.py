@@ -165,21 +165,49 @@ def test_split_veto_with_both_columns_the_score_is_the_veto_rule() -> None:
 
     b_val, val = _split_data(0)
     b, test = _split_data(1)
-    split = SplitVetoFusion(0.3, 0.8, veto_q=0.4, veto_by="score", rank_by="score")
-    assert split.diffguard_columns == ("score",) and split.takes_columns
-    split.fit(b_val, diffguard_input(split, val))
-    veto = VetoBandFusion(0.3, 0.8, veto_q=0.4).fit(b_val, val["score"])
-    assert split.report_state() == veto.report_state()
-    assert np.array_equal(split.fuse(b * 2, diffguard_input(split, test)), veto.fuse(b * 2, test["score"]))
-    assert np.array_equal(split.tiers(b * 2, test), veto.tiers(b * 2, test["score"]))
-    assert np.array_equal(split.needs_diffguard(b), veto.needs_diffguard(b))
+    for cap in (None, 1.0, 0.95):
+        split = SplitVetoFusion(0.3, 0.8, veto_q=0.4, veto_cap_q=cap, veto_by="score", rank_by="score")
+        assert split.diffguard_columns == ("score",) and split.takes_columns
+        split.fit(b_val, diffguard_input(split, val))
+        veto = VetoBandFusion(0.3, 0.8, veto_q=0.4, veto_cap_q=cap).fit(b_val, val["score"])
+        assert split.report_state() == veto.report_state()
+        assert np.array_equal(split.fuse(b * 2, diffguard_input(split, test)), veto.fuse(b * 2, test["score"]))
+        assert np.array_equal(split.tiers(b * 2, test), veto.tiers(b * 2, test["score"]))
+        assert np.array_equal(split.needs_diffguard(b * 2), veto.needs_diffguard(b * 2))
+
+
+def test_veto_cap_keeps_the_baseline_beyond_every_id_val_score() -> None:
+    """Above the largest ID-val baseline score (veto-split's default cap) no veto applies and DiffGuard is not
+    needed; below it the veto works as before; the veto rule has no cap unless given one."""
+    from diffguard.detectors.fusion import SplitVetoFusion, VetoBandFusion
+
+    b_val, val = _split_data(3)
+    top = b_val.max()
+    b = np.array([top + 5.0, top - 1e-9, b_val.min() - 1.0])   # beyond every ID-val score, just inside, confident ID
+    low = {c: np.full(3, -10.0) for c in val}                   # DiffGuard: every column says "unchanged"
+    low["dist:gmsd"] = np.zeros(3)
+    rule = SplitVetoFusion(0.3, 0.9, veto_q=0.5).fit(b_val, val)
+    assert rule.veto_cap_q == 1.0 and rule.report_state()["veto_cap"] == top
+    assert list(rule.tiers(b, low)) == [2, 1, 0]               # vetoed only inside the ID-val range
+    assert list(rule.needs_diffguard(b)) == [False, True, False]
+    fused = rule.fuse(b, low)
+    assert fused[0] > 2 and 1 < fused[1] < 2
+    uncapped = SplitVetoFusion(0.3, 0.9, veto_q=0.5, veto_cap_q=None).fit(b_val, val)
+    assert list(uncapped.tiers(b, low)) == [1, 1, 0] and list(uncapped.needs_diffguard(b)) == [True, True, False]
+    veto = VetoBandFusion(0.3, 0.9, veto_q=0.5).fit(b_val, val["score"])
+    assert veto.veto_cap_q is None and veto.report_state()["veto_cap"] == np.inf
+    # a guard saved before the cap existed has no "veto_cap" in its state: no cap
+    state = {k: v for k, v in rule.report_state().items() if k != "veto_cap"}
+    assert list(SplitVetoFusion(0.3, 0.9, veto_q=0.5).with_state(state).tiers(b, low)) == [1, 1, 0]
+    with pytest.raises(ValueError, match="high_q <= veto_cap_q <= 1"):
+        SplitVetoFusion(0.3, 0.9, veto_cap_q=0.5)
 
 
 def test_split_veto_vetoes_by_one_column_and_ranks_the_band_by_the_other() -> None:
     from diffguard.detectors.fusion import SplitVetoFusion, _robust_scale, _squash
 
     b_val, val = _split_data(2)
-    rule = SplitVetoFusion(0.3, 0.9, veto_q=0.25, veto_by="gmsd", rank_by="logits_l1")
+    rule = SplitVetoFusion(0.3, 0.9, veto_q=0.25, veto_cap_q=None, veto_by="gmsd", rank_by="logits_l1")
     assert rule.diffguard_columns == ("dist:gmsd", "dist:logits_l1")
     rule.fit(b_val, val)
     st = rule.report_state()
@@ -226,7 +254,7 @@ def test_split_veto_refuses_bad_parameters_and_missing_columns() -> None:
     with pytest.raises(ValueError, match="same samples"):
         rule.fuse(b_val[:3], {"dist:l2": val["dist:l2"][:2], "score": val["score"][:3]})
     with pytest.raises(ValueError, match="needs DiffGuard"):
-        rule.tiers(np.array([1e9]))
+        rule.tiers(np.array([np.quantile(b_val, 0.95)]))   # above the band, below the cap
     # the other rules read DiffGuard's score only and take it as an array
     assert diffguard_input(BandFusion(), val) is val["score"] and WeightedSumFusion().diffguard_columns == ("score",)
 

@@ -91,7 +91,9 @@ def test_cascade_runs_diffguard_where_the_rule_reads_it_and_changes_nothing(move
     np.testing.assert_allclose(result.score, full, rtol=1e-5, atol=1e-7)
     assert np.array_equal(result.is_ood, full > guard.threshold)
     tiers = guard.fusion.tiers(b, d)
-    need = tiers == 1 if key == "dg+knn" else tiers >= 1
+    need = guard.fusion.needs_diffguard(b)   # band: tier 1; veto rules: the band and the vetoable tier-2 samples
+    expected = tiers == 1 if key == "dg+knn" else (tiers >= 1) & (b <= guard.fusion.report_state()["veto_cap"])
+    assert np.array_equal(need, expected)
     assert np.array_equal(result.diffguard_ran, need) and need.any()
     assert np.isnan(result.parts["dg"][~need]).all() and (key != "dg+knn" or not need.all())
     np.testing.assert_allclose(result.parts["dg"][need], columns["score"][need], rtol=1e-5, atol=1e-7)

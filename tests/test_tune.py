@@ -398,7 +398,7 @@ def test_veto_split_fusion_is_tuned_on_the_stored_distances(tuned, tiny_models: 
     trial = run_study(storage_for(tmp_path), plan, 1, seed=0).trials[0]
     assert trial.params == start and trial.user_attrs["rule"]["veto_by"] == "gmsd"
     val = data.val
-    rule = SplitVetoFusion(0.3, 0.95, 0.5, "gmsd", "logits_l1").fit(knn.cols[val]["score"], dg.cols[val])
+    rule = SplitVetoFusion(0.3, 0.95, veto_q=0.5, veto_by="gmsd", rank_by="logits_l1").fit(knn.cols[val]["score"], dg.cols[val])
     fused = {s: {"score": rule.fuse(knn.cols[s]["score"], dg.cols[s])} for s in data.eval_sets()}
     share = diffguard_share(rule, knn, data)
     assert trial.value == pytest.approx(evaluate_column(fused, data, Objective(), "score", share).objective)

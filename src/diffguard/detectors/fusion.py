@@ -166,41 +166,69 @@ class VetoBandFusion(BandFusion):
     the ``veto_q`` quantile of DiffGuard's ID-val scores (confidently ID for DiffGuard) is a hard case (tier 1,
     ranked by DiffGuard) instead of confidently OOD. ``veto_q = 0`` keeps only vetoes by scores at or below the
     smallest ID-val score; the band rule is the limit of no veto at all. DiffGuard runs on every sample at or above
-    the low threshold (the band and the confident-OOD tier, which it may veto).
+    the low threshold (the band and the confident-OOD tier, which it may veto) and, with a cap, at or below it.
+
+    **Veto cap** (``veto_cap_q``): DiffGuard may veto only where the baseline's score is at or below the
+    ``veto_cap_q`` quantile of its ID-val scores (1.0: the largest). Beyond every score ID validation produced the
+    baseline is certain, and a re-synthesis that leaves an image unchanged says nothing there: blank images and
+    noise are near fixed points of inversion and re-synthesis (docs/tuning.md, "Far-OOD: why noise and blank images
+    fool DiffGuard"), so an uncapped veto lets them through. Validation cannot show this (its OOD sets hold no such
+    images), so the cap is a fixed design rule, not a tuned parameter. None: no cap.
 
     Args:
         low_q, high_q: as :class:`BandFusion`.
         veto_q: ID-val quantile of DiffGuard's score at or below which DiffGuard vetoes; 0 <= veto_q <= 1.
+        veto_cap_q: ID-val quantile of the baseline's score above which no veto applies (high_q <= veto_cap_q <=
+            1), or None for no cap (the veto rule's default; veto-split's is 1.0).
     """
 
     veto_q: float = 0.5
+    veto_cap_q: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.veto_q <= 1.0:
             raise ValueError(f"need 0 <= veto_q <= 1, got veto_q={self.veto_q}")
+        if self.veto_cap_q is not None and not self.high_q <= self.veto_cap_q <= 1.0:
+            raise ValueError(f"need high_q <= veto_cap_q <= 1 (or no veto_cap_q), got high_q={self.high_q}, "
+                             f"veto_cap_q={self.veto_cap_q}")
 
     def fit(self, baseline_val: Any, diffguard_val: Any) -> VetoBandFusion:
         super().fit(baseline_val, diffguard_val)
         d = _array(diffguard_val, "diffguard_val")
         self._state["veto_threshold"] = float(np.quantile(d, self.veto_q))
+        self._fit_cap(baseline_val)
         return self
 
+    def _fit_cap(self, baseline_val: Any) -> None:
+        b = _array(baseline_val, "baseline_val")
+        self._state["veto_cap"] = np.inf if self.veto_cap_q is None else float(np.quantile(b, self.veto_cap_q))
+
+    def _vetoable(self, b: np.ndarray) -> np.ndarray:
+        """(N,) bool: above the band and at or below the veto cap (a saved guard without a cap has none)."""
+        st = self._fitted()
+        return (b > st["high_threshold"]) & (b <= st.get("veto_cap", np.inf))
+
     def tiers(self, baseline: Any, diffguard: Any = None) -> np.ndarray:
-        """(N,) int tiers; DiffGuard's scores are needed wherever the baseline puts a sample above the band."""
+        """(N,) int tiers; DiffGuard's scores are needed wherever the baseline puts a sample above the band (and at
+        or below the veto cap)."""
         tier = super().tiers(baseline)
-        if not (tier == 2).any():
+        b = _array(baseline, "baseline")
+        vetoable = (tier == 2) & self._vetoable(b)
+        if not vetoable.any():
             return tier
         if diffguard is None:
             raise ValueError("the veto rule needs DiffGuard's scores of the samples above the band")
         d = _array(diffguard, "diffguard")
-        return np.where((tier == 2) & (d <= self._fitted()["veto_threshold"]), 1, tier)
+        return np.where(vetoable & (d <= self._fitted()["veto_threshold"]), 1, tier)
 
     def needs_diffguard(self, baseline: Any) -> np.ndarray:
-        return BandFusion.tiers(self, baseline) >= 1
+        b = _array(baseline, "baseline")
+        return (BandFusion.tiers(self, b) == 1) | self._vetoable(b)
 
     def report(self) -> dict[str, Any]:
-        return {**super().report(), "rule": "band with DiffGuard veto (project's own)", "veto_q": self.veto_q}
+        return {**super().report(), "rule": "band with DiffGuard veto (project's own)", "veto_q": self.veto_q,
+                "veto_cap_q": self.veto_cap_q}
 
 
 def column_of(name: str) -> str:
@@ -217,21 +245,24 @@ class SplitVetoFusion(VetoBandFusion):
 
     ``fit`` on ID-val only: lo, hi as :class:`BandFusion` (quantiles of the baseline); the veto threshold t = the
     ``veto_q`` quantile of the ``veto_by`` column; median and IQR of the baseline and of the ``rank_by`` column
-    (kept as ``diffguard_median`` / ``diffguard_scale``). Tiers: 0 when b < lo, 2 when b > hi and veto > t, else 1
-    (the band and the vetoed samples); fused = tier + u, u the squashed baseline (tiers 0, 2) or ``rank_by``
-    column (tier 1). With ``veto_by = rank_by = "score"`` it is :class:`VetoBandFusion`. DiffGuard runs on every
-    sample at or above lo, as for the veto rule.
+    (kept as ``diffguard_median`` / ``diffguard_scale``). Tiers: 0 when b < lo, 2 when b > hi and (veto > t or
+    b > the cap), else 1 (the band and the vetoed samples); fused = tier + u, u the squashed baseline (tiers 0, 2)
+    or ``rank_by`` column (tier 1). No veto above the veto cap (``veto_cap_q``, as :class:`VetoBandFusion`; here on
+    by default: the largest ID-val baseline score). With ``veto_by = rank_by = "score"`` and the same cap it is
+    :class:`VetoBandFusion`. DiffGuard runs on every sample at or above lo and at or below the cap.
 
     DiffGuard's input to :meth:`fit` and :meth:`fuse` is a mapping column -> (N,) scores holding
     :attr:`diffguard_columns` (:func:`diffguard_input` builds it from a DiffGuard method's columns).
 
     Args:
         low_q, high_q, veto_q: as :class:`VetoBandFusion` (veto_q: quantile of the ``veto_by`` column).
+        veto_cap_q: as :class:`VetoBandFusion`; default 1.0: no veto above the largest ID-val baseline score.
         veto_by: the column that vetoes: ``"score"`` (DiffGuard's own, possibly calibrated, score) or a distance
             name (``gmsd``, ``logits_l1``, ``l2``, ``ssim``, ``psnr``, ...: its raw stored ``dist:<name>`` column).
         rank_by: the column that ranks the band, named the same way.
     """
 
+    veto_cap_q: float | None = 1.0
     veto_by: str = "gmsd"
     rank_by: str = "logits_l1"
     takes_columns: ClassVar[bool] = True  # fit / fuse take a mapping column -> scores (see diffguard_input)
@@ -257,6 +288,7 @@ class SplitVetoFusion(VetoBandFusion):
         veto, rank = self._veto_and_rank(diffguard_val, "diffguard_val")
         BandFusion.fit(self, baseline_val, rank)
         self._state["veto_threshold"] = float(np.quantile(veto, self.veto_q))
+        self._fit_cap(baseline_val)
         return self
 
     def tiers(self, baseline: Any, diffguard: Mapping[str, Any] | None = None) -> np.ndarray:

@@ -7,7 +7,8 @@
 **Cascade.** With the band fusion rule (:class:`~diffguard.detectors.fusion.BandFusion`) the baseline's score
 alone puts an image in a tier: confidently ID, confidently OOD, or the hard case in between. Only hard cases need
 DiffGuard (the fused score of the other tiers does not read it), so DiffGuard runs on those images only;
-``result.diffguard_ran`` says which (the veto rules: the band and the confident-OOD tier, which DiffGuard may veto).
+``result.diffguard_ran`` says which (the veto rules: the band and the confident-OOD tier up to the veto cap, which
+DiffGuard may veto).
 Scores and decisions are those of computing DiffGuard for every image. DiffGuard's part yields the columns the rule
 reads (``fusion.diffguard_columns``: its score, or for veto-split e.g. ``dist:gmsd`` and ``dist:logits_l1``);
 ``result.parts`` keeps its score.

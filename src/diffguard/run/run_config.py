@@ -40,7 +40,9 @@ class FusionConfig:
             decides), "weighted" (``weight``: DiffGuard's share of a sum of robust z-scores), "veto" (the band,
             plus ``veto_q``: DiffGuard's ID-val quantile at or below which it vetoes the confident-OOD tier) or
             "veto-split" (the veto rule with ``veto_by`` vetoing and ``rank_by`` ranking the band, each ``"score"``
-            or the name of a distance the DiffGuard method computes, e.g. ``gmsd`` and ``logits_l1``).
+            or the name of a distance the DiffGuard method computes, e.g. ``gmsd`` and ``logits_l1``). The veto rules
+            take ``veto_cap_q``: no veto where the baseline's score is above that quantile of its ID-val scores
+            (veto: no cap unless given; veto-split: 1.0, the largest ID-val score, unless given).
     """
 
     baseline: str
@@ -50,6 +52,7 @@ class FusionConfig:
     rule: str = "band"
     weight: float = 0.5
     veto_q: float = 0.5
+    veto_cap_q: float | None = None
     veto_by: str = "gmsd"
     rank_by: str = "logits_l1"
 
@@ -68,9 +71,10 @@ class FusionConfig:
         return base if self.rule == "band" else f"{base}:{self.rule}"
 
     def params(self) -> dict[str, float]:
-        """The rule's own parameters (the fields its class declares)."""
+        """The rule's own parameters (the fields its class declares; ``veto_cap_q`` left out when not given, so the
+        rule's default applies: none for veto, 1.0 for veto-split)."""
         names = [f.name for f in dataclasses.fields(FUSION_RULES.get(self.rule)) if f.init]
-        return {n: getattr(self, n) for n in names}
+        return {n: getattr(self, n) for n in names if not (n == "veto_cap_q" and self.veto_cap_q is None)}
 
     def build(self) -> Any:
         """An unfitted fusion rule (:func:`diffguard.detectors.fusion.create_fusion`)."""
@@ -86,6 +90,8 @@ class FusionConfig:
         if self.rule == "weighted":
             return f"w={self.weight}"
         veto = f", veto {self.veto_q}" if self.rule in ("veto", "veto-split") else ""
+        if self.rule in ("veto", "veto-split") and self.veto_cap_q is not None:
+            veto += f" up to {self.veto_cap_q}"
         split = f" by {self.veto_by}, band by {self.rank_by}" if self.rule == "veto-split" else ""
         return f"q=({self.low_q}, {self.high_q}){veto}{split}"
 

@@ -147,7 +147,9 @@ def tuned_config(cfg: Any, studies: dict[str, optuna.Study]) -> tuple[dict[str, 
             continue
         spec = trials[0].user_attrs["spec"]
         rule_keys = [f.name for f in dataclasses.fields(FUSION_RULES.get(spec["rule"])) if f.init]
-        fusion.append({k: spec[k] for k in ("baseline", "diffguard", "rule", *rule_keys)})
+        rule = FUSION_RULES.get(spec["rule"])(**{k: spec[k] for k in rule_keys if k in spec})  # + the rule's defaults
+        fusion.append({**{k: spec[k] for k in ("baseline", "diffguard", "rule")},
+                       **{k: getattr(rule, k) for k in rule_keys}})
     data["methods"] = data.get("methods", []) + [_with_fusion_distances(m, fusion) for m in methods]
     data["fusion"] = data.get("fusion", []) + fusion
     return data, notes
