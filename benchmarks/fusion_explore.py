@@ -162,16 +162,19 @@ SMALL_GRID = tuple({"low_q": lo, "high_q": hi, "veto_q": vq} for lo, hi, vq in
 
 
 def veto(base: str, vetoer: str, ranker: str | None = None, grid: tuple[Params, ...] = VETO_GRID,
-         label: str = "") -> Rule:
+         label: str = "", cap: float | None = None) -> Rule:
     """VetoBandFusion(base, vetoer); with ``ranker`` the band (tier 1) is ordered by that column instead of the
-    vetoer (tiers unchanged, still the project's rule)."""
+    vetoer (tiers unchanged, still the project's rule); ``cap``: the rule's ``veto_cap_q`` (no veto above that
+    ID-val quantile of the baseline; veto-split's default is 1.0)."""
     name = f"veto {base} / {vetoer}" + (f", band by {ranker}" if ranker else "") + label
+    if cap is not None:
+        name += f", capped at q {cap:g}"
     if grid is not VETO_GRID and not label:
         name += f" ({len(grid)}-point grid)"
 
     def fit(train: Data, p: Params) -> Scorer:
         b_fit = column(base)(train)
-        rule = VetoBandFusion(**p).fit(b_fit(train["val"]), train["val"][vetoer])
+        rule = VetoBandFusion(**p, veto_cap_q=cap).fit(b_fit(train["val"]), train["val"][vetoer])
         if ranker is None:
             return lambda f: rule.fuse(b_fit(f), f[vetoer])
         u_b, u_r = squash(b_fit(train["val"])), squash(train["val"][ranker])
@@ -229,6 +232,7 @@ def rules() -> list[Rule]:
     return [single("vim"), single("mds"), single("knn"), single("dg"), single("logits_l1"), single("gmsd"),
             veto("vim", "dg"), veto("vim", "logits_l1"), veto("vim", "gmsd"), veto("vim", "dg", "logits_l1"),
             veto("vim", "gmsd", "logits_l1"), veto("vim", "gmsd", "logits_l1", SMALL_GRID),
+            veto("vim", "dg", "logits_l1", cap=1.0), veto("vim", "gmsd", "logits_l1", cap=1.0),
             veto("vim+mds", "dg", "logits_l1"), veto("mds", "dg", "logits_l1"),
             weighted("vim", "dg"), weighted("vim", "logits_l1"), weighted("mds", "logits_l1"),
             soft_and(("vim", "dg")), soft_and(("vim", "logits_l1")), soft_and(("vim", "dg", "logits_l1")),
