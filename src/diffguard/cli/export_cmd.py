@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from diffguard.detectors.fusion import VetoBandFusion
 from diffguard.guard.export import export_run
+from diffguard.guard.guard import Guard
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,16 @@ def run(args: argparse.Namespace) -> int:
     out = guard.save(args.out, copy_models=args.copy_models)
     where = "with its model files" if args.copy_models else "pointing at the run's model files"
     print(f"guard {guard.title} [{guard.name}] written to {out} ({where}); threshold {guard.threshold:.6g} keeps "
-          f"{guard.tpr:.0%} of {guard.n_val} ID-val images; DiffGuard "
-          f"{'runs only on the baseline band (cascade)' if guard.cascades else 'runs on every image' if any(p.is_diffguard for p in guard.parts.values()) else 'is not part of it'}")
+          f"{guard.tpr:.0%} of {guard.n_val} ID-val images; DiffGuard {diffguard_use(guard)}")
     return 0
+
+
+def diffguard_use(guard: Guard) -> str:
+    """Where the guard runs DiffGuard, in words."""
+    if guard.cascades:
+        veto = isinstance(guard.fusion, VetoBandFusion)
+        return ("runs only on the baseline band and the tier it may veto (cascade)" if veto
+                else "runs only on the baseline band (cascade)")
+    if any(p.is_diffguard for p in guard.parts.values()):
+        return "runs on every image"
+    return "is not part of it"
