@@ -81,6 +81,13 @@ def test_unknown_fusion_part_is_refused_not_dropped() -> None:
     assert len(problems) == 2
 
 
+def test_two_fusion_entries_with_one_key_are_refused() -> None:
+    band = {"baseline": "knn", "diffguard": "dg"}
+    problems = _problems(_config(fusion=[band, {**band, "low_q": 0.3}, {**band, "rule": "weighted"}]))
+    _one(problems, "fusion dg+knn", "2 entries with this key")
+    assert len(problems) == 1
+
+
 def test_unknown_fusion_rule() -> None:
     problems = _problems(_config(fusion=[{"baseline": "knn", "diffguard": "dg", "rule": "bnad"}]))
     _one(problems, "fusion dg+knn", "unknown rule 'bnad'", "band")

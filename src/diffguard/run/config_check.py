@@ -216,7 +216,7 @@ def distance_problems(kwargs: Mapping[str, Any]) -> list[str]:
 
 def fusion_problems(cfg: RunConfig) -> list[str]:
     """Both parts of every fusion are methods of the config (a fusion of a missing method is never dropped
-    silently); every distance a rule reads (veto-split's ``veto_by`` / ``rank_by``) is one its DiffGuard method
+    silently); no two entries share a key (their rows and thresholds would collide); every distance a rule reads (veto-split's ``veto_by`` / ``rank_by``) is one its DiffGuard method
     computes."""
     names = [m.name for m in cfg.methods]
     problems = []
@@ -227,6 +227,10 @@ def fusion_problems(cfg: RunConfig) -> list[str]:
                 problems.append(f"fusion {f.key}: {part}: {unknown}")
         if f.diffguard in names:
             problems += [f"fusion {f.key}: {p}" for p in column_problems(f, cfg.method(f.diffguard))]
+    keys = [f.key for f in cfg.fusion]
+    for key in sorted({k for k in keys if keys.count(k) > 1}):
+        problems.append(f"fusion {key}: {keys.count(key)} entries with this key (one pair, one rule); keep one, or "
+                        "use another rule for the other")
     if cfg.recommended is not None:
         unknown = unknown_name("method or fusion key of this config", cfg.recommended,
                                 names + [f.key for f in cfg.fusion])

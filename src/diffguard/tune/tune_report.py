@@ -25,7 +25,7 @@ from diffguard.atomic_files import atomic_write_bytes, atomic_write_text
 from diffguard.detectors.fusion import FUSION_RULES, create_fusion
 from diffguard.report.plots import figure_png
 from diffguard.report.tables import markdown_table
-from diffguard.run.run_config import config_dict
+from diffguard.run.run_config import FusionConfig, config_dict
 from diffguard.specs.method_specs import MethodConfig
 from diffguard.tune import trials as tr
 from diffguard.tune.data import ValidationData
@@ -151,8 +151,14 @@ def tuned_config(cfg: Any, studies: dict[str, optuna.Study]) -> tuple[dict[str, 
         fusion.append({**{k: spec[k] for k in ("baseline", "diffguard", "rule")},
                        **{k: getattr(rule, k) for k in rule_keys}})
     data["methods"] = data.get("methods", []) + [_with_fusion_distances(m, fusion) for m in methods]
-    data["fusion"] = data.get("fusion", []) + fusion
+    tuned_keys = {_fusion_key(f) for f in fusion}  # a tuned entry replaces the source's entry of the same key
+    data["fusion"] = [f for f in data.get("fusion", []) if _fusion_key(f) not in tuned_keys] + fusion
     return data, notes
+
+
+def _fusion_key(entry: dict[str, Any]) -> str:
+    """The key a fusion entry gets in a run (:attr:`FusionConfig.key`)."""
+    return FusionConfig(**entry).key
 
 
 def _with_fusion_distances(entry: dict[str, Any], fusion: list[dict[str, Any]]) -> dict[str, Any]:
