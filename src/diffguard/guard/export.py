@@ -200,10 +200,9 @@ def export_from_run(runner: Any, store: Any, name: str, folder: Path | None = No
         val = val_scores(runner, store, name)
         return _guard(runner, name, runner.cfg.method(name).title, built, val, source=source)
     f = fusions[name]
-    fusion = fitted_fusion(runner, store, f)
-    fused = fusion.fuse(val_scores(runner, store, f.baseline), diffguard_val_input(runner, store, fusion, f.diffguard))
-    title = fusion_title(runner.cfg, f)
-    return _guard(runner, name, title, built, fused, fusion, f, source)
+    fusion = f.build()
+    b, d = val_scores(runner, store, f.baseline), diffguard_val_input(runner, store, fusion, f.diffguard)
+    return _guard(runner, name, fusion_title(runner.cfg, f), built, fusion.fit(b, d).fuse(b, d), fusion, f, source)
 
 
 def export_run(folder: str | Path, method: str | None = None, device: str | None = None) -> Guard:
