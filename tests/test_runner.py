@@ -63,8 +63,13 @@ def test_imglist_benchmark_end_to_end(tmp_path: Path, tiny_models: tuple[Path, P
     sets = {(r["key"], r["set"]) for r in ev.rows}
     for key in ("msp", "knn", "dg", "dg+msp", "dg+knn"):
         assert {(key, "near1"), (key, "far1"), (key, "near"), (key, "far"), (key, "all")} <= sets
-    for name in ("scores.csv", "metrics.csv", "metrics.json", "metrics.md", "thresholds.json", "report.html"):
+    for name in ("scores.csv", "metrics.csv", "metrics.json", "metrics.md", "thresholds.json", "report.html",
+                 "summary.csv", "summary.json", "summary.md"):
         assert (tmp_path / "out" / name).is_file(), name
+    import json
+
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(
+        summary_rows(runner, ev)))
     html = report.read_text()
     assert html.count("<img") >= 3 and 'id="summary"' in html and 'id="metrics"' in html
     from diffguard.report.tables import ScoreTable

@@ -236,12 +236,15 @@ def gallery_items(runner: Runner, store: ResultStore, table: Any, method: str, k
 
 
 def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict[str, Any]) -> Path:
-    """scores.csv, metrics.{csv,json,md}, thresholds.json, manifest.json and report.html in the run folder, and
-    csid.md (with figures/csid_severity.png in the report) when the run has per-kind csid sets."""
+    """scores.csv, metrics.{csv,json,md}, summary.{csv,json,md} (one row per method, the report's summary table),
+    thresholds.json, manifest.json and report.html in the run folder, and csid.md (with figures/csid_severity.png in
+    the report) when the run has per-kind csid sets."""
 
     out = runner.out
     ev.table.to_csv(out / "scores.csv")
     write_metric_tables(ev.rows, out)
+    summary = summary_rows(runner, ev)
+    write_metric_tables(summary, out, stem="summary")
     (out / "thresholds.json").write_text(json.dumps({"tpr": TPR, "split": "val", "thresholds": ev.thresholds,
                                                      "fusion": ev.fusion}, indent=2))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -255,7 +258,7 @@ def write_outputs(runner: Runner, store: ResultStore, ev: Evaluation, meta: dict
         galleries.update(gallery_items(runner, store, ev.table, m, runner.cfg.gallery))
     return write_report(out, title=f"diffguard benchmark: {runner.spec.name}", metrics=ev.rows, table=ev.table,
                         methods=ev.complete, galleries=galleries, meta=report_meta(meta),
-                        summary=summary_rows(runner, ev), csid=csid)
+                        summary=summary, csid=csid)
 
 
 def report_meta(manifest: dict[str, Any]) -> dict[str, str]:
