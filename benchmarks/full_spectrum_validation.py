@@ -3,14 +3,16 @@
 Reads the validation scores a `diffguard tune CONFIG --fusion ...` run cached in ``OUT/scores/`` and its fusion
 studies in ``OUT/tune.sqlite`` (no network call, no test set), and prints one Markdown row per detector: the mean
 OOD-val AUROC, the share of each covariate-shifted validation set flagged at the threshold that keeps 95 % of ID-val,
-the worst set at severities 1-2 (what the objective penalises) and the objective.
+the worst set at severities 1-2 (what the objective penalises), the share of ``val-far`` (far-OOD validation) at or
+below that threshold (what a guard would let through) and the objective. Give the study's ``--far-penalty W`` when it
+was tuned with one (``diffguard tune ... --far-set val-far --far-penalty W``), so the objective column is the study's.
 
-    .venv/bin/python benchmarks/full_spectrum_validation.py results/tune-full-spectrum
+    .venv/bin/python benchmarks/full_spectrum_validation.py results/tune-full-spectrum [--far-penalty W]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +41,10 @@ def row(name: str, scores: dict[str, np.ndarray], objective: Objective) -> tuple
     return name, objective.evaluate(scores["val"], val_ood, csid).attrs()
 
 
-def main(out: Path) -> None:
+def main(out: Path, far_penalty: float = 0.0) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cols = method_columns(out)
-    objective = Objective()
+    objective = Objective(far_penalty=far_penalty, far_sets=("val-far",))
     rows = [row(m, {s: c["score"] for s, c in sets.items()}, objective) for m, sets in cols.items()]
     for study_name, study in sorted(load_studies(out).items()):
         trial = best(study)
@@ -50,20 +52,25 @@ def main(out: Path) -> None:
             continue
         dg, base = study_name[len("fusion:"):].split("+", 1)
         params = dict(trial.user_attrs["spec"])
-        rule = create_fusion(params.pop("rule"), **{k: v for k, v in params.items() if k not in ("baseline", "diffguard")})
+        kwargs = {k: v for k, v in params.items() if k not in ("rule", "baseline", "diffguard")}
+        rule = create_fusion(params["rule"], **kwargs)
         rule.fit(cols[base]["val"]["score"], diffguard_input(rule, cols[dg]["val"]))
         fused = {s: rule.fuse(cols[base][s]["score"], diffguard_input(rule, cols[dg][s])) for s in cols[dg]}
         label = f"{dg} + {base} ({trial.user_attrs['spec']['rule']})"
         rows.append(row(label, fused, objective))
     sets = sorted({s for _, ev in rows for s in ev["csid_per_set"]}, key=lambda s: (len(s) > 8, s))
-    print("| detector | objective | AUROC (mean OOD-val) | worst csid (sev 1-2) | "
+    print("| detector | objective | AUROC (mean OOD-val) | worst csid (sev 1-2) | val-far passed | "
           + " | ".join(s.replace("val-csid-", "") or s for s in sets) + " |")
-    print("|---|" + "---:|" * (3 + len(sets)))
+    print("|---|" + "---:|" * (4 + len(sets)))
     for name, ev in rows:
         cells = " | ".join(f"{100 * ev['csid_per_set'][s]:.1f}" for s in sets)
         print(f"| {name} | {ev['objective']:.4f} | {100 * ev['mean_auroc']:.2f} | {100 * ev['csid_flag_rate']:.1f} | "
-              f"{cells} |")
+              f"{100 * ev['far_pass_rate']:.1f} | {cells} |")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/tune-full-spectrum"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", default="results/tune-full-spectrum", type=Path, help="a `diffguard tune` folder")
+    ap.add_argument("--far-penalty", type=float, default=0.0, help="the study's --far-penalty (default 0)")
+    args = ap.parse_args()
+    main(args.out, args.far_penalty)

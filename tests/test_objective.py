@@ -28,3 +28,20 @@ def test_cascade_cost_trades_auroc_for_the_diffguard_share() -> None:
     assert paid.objective == pytest.approx(free.objective - 0.2) and paid.diffguard_share == 0.4
     assert "diffguard_share" in Objective(cascade_cost=0.5).statement()
     assert "diffguard_share" not in Objective().statement()
+
+
+def test_far_ood_passed_at_the_threshold_is_charged_for_the_named_far_sets() -> None:
+    val = np.arange(100, dtype=float)                       # threshold 94.05
+    ood = {"val-ood": np.arange(50, 150, dtype=float),       # 45 of 100 at or below: near-OOD, not charged
+           "val-far": np.r_[np.full(4, 10.0), np.full(96, 500.0)]}  # 4 % passed
+    plain = Objective().evaluate(val, ood)
+    far = Objective(far_penalty=2.0, far_sets=("val-far",)).evaluate(val, ood)
+    assert plain.far_pass_rate is None and far.far_pass_rate == pytest.approx(0.04)
+    assert far.objective == pytest.approx(plain.objective - 0.08) and far.mean_auroc == plain.mean_auroc
+    reported = Objective(far_sets=("val-far",)).evaluate(val, ood)  # weight 0: reported, objective unchanged
+    assert reported.far_pass_rate == pytest.approx(0.04) and reported.objective == plain.objective
+    assert "far_pass_rate" in Objective(far_penalty=1.0, far_sets=("val-far",)).statement()
+    with pytest.raises(ValueError, match=r"not OOD-validation sets.*val-ood"):
+        Objective(far_penalty=1.0, far_sets=("val-fra",)).evaluate(val, ood)
+    with pytest.raises(ValueError, match="far_sets"):
+        Objective(far_penalty=1.0)

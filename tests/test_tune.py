@@ -398,7 +398,8 @@ def test_veto_split_fusion_is_tuned_on_the_stored_distances(tuned, tiny_models: 
     trial = run_study(storage_for(tmp_path), plan, 1, seed=0).trials[0]
     assert trial.params == start and trial.user_attrs["rule"]["veto_by"] == "gmsd"
     val = data.val
-    rule = SplitVetoFusion(0.3, 0.95, veto_q=0.5, veto_by="gmsd", rank_by="logits_l1").fit(knn.cols[val]["score"], dg.cols[val])
+    rule = SplitVetoFusion(0.3, 0.95, veto_q=0.5, veto_by="gmsd", rank_by="logits_l1")
+    rule.fit(knn.cols[val]["score"], dg.cols[val])
     fused = {s: {"score": rule.fuse(knn.cols[s]["score"], dg.cols[s])} for s in data.eval_sets()}
     share = diffguard_share(rule, knn, data)
     assert trial.value == pytest.approx(evaluate_column(fused, data, Objective(), "score", share).objective)
@@ -459,6 +460,14 @@ def test_cli_tunes_a_config_file(tmp_path: Path, tiny_models: tuple[Path, Path],
     # other data (9 ID-val images): refused, not mixed into the same studies
     assert main(args[:6] + ["--val-limit", "9", "--no-progress", "--threads", "1"]) == 2
     assert "another data" in capsys.readouterr().err
+    far = ["tune", str(tmp_path / "tiny.yaml"), "--method", "msp", "--out", str(tmp_path / "far"), "--val-limit", "8",
+           "--no-progress", "--threads", "1", "--far-penalty", "1"]
+    assert main(far + ["--far-set", "val-fra"]) == 2 and "not OOD-validation sets of tiny" in capsys.readouterr().err
+    assert main(far) == 2 and "--far-set" in capsys.readouterr().err  # a penalty with nothing to charge
+    assert main(far + ["--far-set", "val-far"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 * far_pass_rate" in printed and "| far-OOD passed " in printed
+    assert "--far-set val-far" in (tmp_path / "far" / "report.md").read_text()
 
 
 def test_a_spec_drawn_twice_reuses_the_stored_scores(tmp_path: Path, tiny_models: tuple[Path, Path]) -> None:

@@ -41,6 +41,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--penalty", type=float, default=1.0, help="weight of csid false alarms above 5 %% (default 1)")
     t.add_argument("--cascade-cost", type=float, default=0.0, help="fusion studies: subtract W x the share of "
                    "validation images that need DiffGuard (the band cascade's cost; default 0)")
+    t.add_argument("--far-set", action="append", default=[], metavar="SET",
+                   help="an OOD-validation set that is far-OOD (fmnist6: val-far); repeatable; with --far-penalty")
+    t.add_argument("--far-penalty", type=float, default=0.0, help="subtract W x the share of the --far-set images "
+                   "at or below the 95 %%-TPR threshold (far-OOD a guard would pass; default 0)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config setting, as for `diffguard benchmark`")
     t.add_argument("--data-root", default=None, help="data folder (fmnist6: Fashion-MNIST IDX files)")
@@ -69,14 +73,28 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
         parts += ["--fusion", f]
     for o in args.overrides:
         parts += ["--set", o]
+    for f in args.far_set:
+        parts += ["--far-set", f]
     options = {"--trials": args.trials, "--fusion-trials": args.fusion_trials if args.fusion else None,
                "--out": out, "--val-limit": args.val_limit, "--val-ood-limit": args.val_ood_limit,
-               "--csid-limit": args.csid_limit, "--train-limit": args.train_limit, "--penalty": args.penalty, "--cascade-cost": args.cascade_cost,
+               "--csid-limit": args.csid_limit, "--train-limit": args.train_limit, "--penalty": args.penalty,
+               "--cascade-cost": args.cascade_cost, "--far-penalty": args.far_penalty or None,
                "--data-root": args.data_root, "--device": args.device, "--seed": args.seed}
     for key, value in options.items():
         if value is not None:
             parts += [key, str(value)]
     return shlex.join(parts)
+
+
+def objective(args: argparse.Namespace) -> Objective:
+    """The study's objective from the command line (a far penalty without far sets, or the reverse, is refused)."""
+    if args.far_set and not args.far_penalty:
+        raise UserError("--far-set names far-OOD validation sets for --far-penalty W (W > 0); give both or neither")
+    try:
+        return Objective(penalty=args.penalty, cascade_cost=args.cascade_cost, far_penalty=args.far_penalty,
+                         far_sets=tuple(args.far_set))
+    except ValueError as e:
+        raise UserError(f"{e}: add --far-set NAME (an OOD-validation set of the config, e.g. val-far)") from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
                     csid=args.csid_limit, train=args.train_limit if args.train_limit is not None else cfg.train_limit,
                     seed=cfg.limit_seed)
     tune(cfg, out, methods, args.fusion, trials=args.trials, fusion_trials=args.fusion_trials, seed=args.seed,
-         limits=limits, objective=Objective(penalty=args.penalty, cascade_cost=args.cascade_cost), progress=not args.no_progress,
+         limits=limits, objective=objective(args), progress=not args.no_progress,
          command=command_line(args, out))
     return 0

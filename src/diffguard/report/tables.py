@@ -24,8 +24,10 @@ ROLES = ("id", "near", "far")
 SCORE_PREFIX = "score:"
 _FIXED_COLUMNS = ("set", "role", "id", "label", "prediction")
 # Metric column prefixes (case-insensitive) and whether higher is better ("csid flagged": the share of
-# covariate-shifted ID images a method flags as OOD, see diffguard.evaluation.evaluate_run).
-_METRIC_DIRECTIONS = (("AUROC", "↑"), ("AUPR", "↑"), ("ACC", "↑"), ("FPR", "↓"), ("CSID FLAGGED", "↓"))
+# covariate-shifted ID images a method flags as OOD, see diffguard.evaluation.evaluate_run; "far-OOD passed": the
+# share of far-OOD validation images at or below the threshold, see diffguard.tune.objective).
+_METRIC_DIRECTIONS = (("AUROC", "↑"), ("AUPR", "↑"), ("ACC", "↑"), ("FPR", "↓"), ("CSID FLAGGED", "↓"),
+                      ("FAR-OOD PASSED", "↓"))
 
 
 def _int_array(name: str, value: Any, n: int | None) -> np.ndarray:
@@ -149,8 +151,8 @@ class ScoreTable:
 
 
 def metric_direction(column: str) -> str | None:
-    """``"↑"`` for AUROC / AUPR* / ACC columns, ``"↓"`` for FPR* and csid-flagged columns, ``None`` for any other
-    column."""
+    """``"↑"`` for AUROC / AUPR* / ACC columns, ``"↓"`` for FPR*, csid-flagged and far-OOD-passed columns, ``None``
+    for any other column."""
     upper = column.upper()
     for prefix, arrow in _METRIC_DIRECTIONS:
         if upper.startswith(prefix):

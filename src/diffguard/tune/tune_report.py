@@ -79,8 +79,9 @@ def trial_line(name: str, t: FrozenTrial) -> str:
     m, a = t.user_attrs["metrics"], t.user_attrs
     csid = "n/a" if m["csid_flag_rate"] is None else f"{100 * m['csid_flag_rate']:.2f} %"
     score = f" score={score_label(a)}" if score_label(a) else ""
-    return (f"{head}{score}: objective {t.value:.4f} | AUROC {100 * m['mean_auroc']:.2f} % | csid flagged {csid} | "
-            f"FPR@95 v1.5 {100 * m['fpr95_ood']:.2f} % | {a['seconds_per_image']:.3g} s/image")
+    far = "" if m.get("far_pass_rate") is None else f" | far-OOD passed {100 * m['far_pass_rate']:.2f} %"
+    return (f"{head}{score}: objective {t.value:.4f} | AUROC {100 * m['mean_auroc']:.2f} % | csid flagged {csid}"
+            f"{far} | FPR@95 v1.5 {100 * m['fpr95_ood']:.2f} % | {a['seconds_per_image']:.3g} s/image")
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -92,6 +93,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         rows.append({"trial": t.number, "settings": settings(t), "score": score_label(a),
                      "objective": float(t.value), "AUROC": m["mean_auroc"],
                      **{f"AUROC {s}": v for s, v in m["auroc"].items()}, "FPR csid": m["csid_flag_rate"],
+                     **({"far-OOD passed": m["far_pass_rate"]} if m.get("far_pass_rate") is not None else {}),
                      "FPR@95 (OOD-pos, v1.5)": m["fpr95_ood"], "FPR@95 (ID-pos, paper)": m["fpr95_id"],
                      "s / image": a["seconds_per_image"], "note": note})
     for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.FAIL)):

@@ -218,6 +218,10 @@ def tune(cfg: Any, out: str | Path, methods: Sequence[str] = (), fusion: Sequenc
     if unknown:
         raise UserError(f"unknown method(s) {unknown}; this config has {[m.name for m in cfg.methods]}")
     data = ValidationData(spec, cfg.data_root, limits, listed=cfg.sets)  # val_csid sets: those cfg.sets lists
+    not_ood = sorted(set(objective.far_sets) - set(data.by_role("val_ood")))
+    if not_ood:
+        raise UserError(f"far-OOD set(s) {not_ood} are not OOD-validation sets of {spec.name}; its OOD-validation "
+                        f"sets: {list(data.by_role('val_ood'))}")
     models = Models(cfg, resolve_device(cfg.device))
     storage = storage_for(out)
     log(objective.statement())
