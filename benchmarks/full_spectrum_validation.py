@@ -4,7 +4,8 @@ Reads the validation scores a `diffguard tune CONFIG --fusion ...` run cached in
 studies in ``OUT/tune.sqlite`` (no network call, no test set), and prints one Markdown row per detector: the mean
 OOD-val AUROC, the share of each covariate-shifted validation set flagged at the threshold that keeps 95 % of ID-val,
 the worst set at severities 1-2 (what the objective penalises), the share of ``val-far`` (far-OOD validation) at or
-below that threshold (what a guard would let through) and the objective. Give the study's ``--far-penalty W`` when it
+below that threshold (what a guard would let through; also per val-far kind: stripes, smoothed noise, blobs) and the
+objective. Give the study's ``--far-penalty W`` when it
 was tuned with one (``diffguard tune ... --far-set val-far --far-penalty W``), so the objective column is the study's.
 
     .venv/bin/python benchmarks/full_spectrum_validation.py results/tune-full-spectrum [--far-penalty W]
@@ -35,17 +36,28 @@ def method_columns(out: Path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     return cols
 
 
-def row(name: str, scores: dict[str, np.ndarray], objective: Objective) -> tuple[str, dict]:
+VAL_FAR_KINDS = ("stripes", "smoothed noise", "blobs")  # fmnist6's val-far kind is id % 3 (data/fmnist6.py)
+
+
+def row(name: str, scores: dict[str, np.ndarray], objective: Objective, far_ids: np.ndarray) -> tuple[str, dict]:
+    """(name, the objective's record plus ``far_by_kind``: the share of each val-far kind at or below the
+    threshold)."""
     val_ood = {s: v for s, v in scores.items() if s in ("val-ood", "val-far")}
     csid = {s: v for s, v in scores.items() if s.startswith("val-csid")}
-    return name, objective.evaluate(scores["val"], val_ood, csid).attrs()
+    ev = objective.evaluate(scores["val"], val_ood, csid).attrs()
+    passed = scores["val-far"] <= ev["threshold"]
+    ev["far_by_kind"] = [float(passed[far_ids % 3 == k].mean()) for k in range(len(VAL_FAR_KINDS))]
+    return name, ev
 
 
 def main(out: Path, far_penalty: float = 0.0) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cols = method_columns(out)
     objective = Objective(far_penalty=far_penalty, far_sets=("val-far",))
-    rows = [row(m, {s: c["score"] for s, c in sets.items()}, objective) for m, sets in cols.items()]
+    far_ids = next(iter(cols.values()))["val-far"]["ids"]
+    if any(not np.array_equal(sets["val-far"]["ids"], far_ids) for sets in cols.values()):
+        raise SystemExit("the methods' val-far scores are not stored in one image order; rerun the study")
+    rows = [row(m, {s: c["score"] for s, c in sets.items()}, objective, far_ids) for m, sets in cols.items()]
     for study_name, study in sorted(load_studies(out).items()):
         trial = best(study)
         if trial is None or not study_name.startswith("fusion:"):
@@ -57,15 +69,17 @@ def main(out: Path, far_penalty: float = 0.0) -> None:
         rule.fit(cols[base]["val"]["score"], diffguard_input(rule, cols[dg]["val"]))
         fused = {s: rule.fuse(cols[base][s]["score"], diffguard_input(rule, cols[dg][s])) for s in cols[dg]}
         label = f"{dg} + {base} ({trial.user_attrs['spec']['rule']})"
-        rows.append(row(label, fused, objective))
+        rows.append(row(label, fused, objective, far_ids))
     sets = sorted({s for _, ev in rows for s in ev["csid_per_set"]}, key=lambda s: (len(s) > 8, s))
     print("| detector | objective | AUROC (mean OOD-val) | worst csid (sev 1-2) | val-far passed | "
-          + " | ".join(s.replace("val-csid-", "") or s for s in sets) + " |")
-    print("|---|" + "---:|" * (4 + len(sets)))
+          f"val-far passed: {' / '.join(VAL_FAR_KINDS)} | " + " | ".join(s.replace("val-csid-", "") or s for s in sets)
+          + " |")
+    print("|---|" + "---:|" * (5 + len(sets)))
     for name, ev in rows:
         cells = " | ".join(f"{100 * ev['csid_per_set'][s]:.1f}" for s in sets)
+        kinds = " / ".join(f"{100 * v:.1f}" for v in ev["far_by_kind"])
         print(f"| {name} | {ev['objective']:.4f} | {100 * ev['mean_auroc']:.2f} | {100 * ev['csid_flag_rate']:.1f} | "
-              f"{100 * ev['far_pass_rate']:.1f} | {cells} |")
+              f"{100 * ev['far_pass_rate']:.1f} | {kinds} | {cells} |")
 
 
 if __name__ == "__main__":
