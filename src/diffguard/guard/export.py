@@ -313,9 +313,14 @@ def _calibrate_part(part: Part, runner: Any, x: Tensor, ids: Tensor, batch_size:
         score = score_batches(det.score_images, x, ids, batch_size, progress, f"calibrating {name}", runner.device)
         return {"score": score}
     keys = ["score", "label", *extra]
-    stacked = score_batches(lambda xb, ib: np.stack([detail_columns(det, runner.classifier, xb, ib, extra)[k]
-                                                     for k in keys], 1), x, ids, batch_size, progress,
-                            f"calibrating {name}", runner.device).reshape(-1, len(keys))
+
+    def columns_of(xb: Tensor, ib: Tensor) -> np.ndarray:
+        """(B, len(keys)) of one batch: the detector runs once per batch."""
+        cols = detail_columns(det, runner.classifier, xb, ib, extra)
+        return np.stack([cols[k] for k in keys], 1)
+
+    stacked = score_batches(columns_of, x, ids, batch_size, progress, f"calibrating {name}",
+                            runner.device).reshape(-1, len(keys))
     out = {k: stacked[:, i] for i, k in enumerate(keys)}
     labels = out.pop("label").astype(np.int64)
     if cal is not None:
