@@ -77,6 +77,7 @@ SPLIT_SEED = 0
 NOISE_COUNT = 1000
 NOISE_SEEDS = {"far-gaussian": 1, "far-uniform": 2}
 GAUSSIAN_STD = 0.5
+VAL_FAR_KINDS = ("stripes", "smoothed noise", "blobs")  # val-far image i is of kind VAL_FAR_KINDS[i % 3]
 OOD_LABEL = -1
 VAL_OOD_PER_CLASS = 500
 VAL_OOD_SEED = (SPLIT_SEED, 1)  # seed 0, stream 1: independent of the ``val`` draw (seed 0, default stream)
@@ -228,7 +229,8 @@ def _shifted(want: set[str], clean: ImageSet) -> dict[str, ImageSet]:
 
 
 def val_far_set(count: int = VAL_FAR_COUNT) -> ImageSet:
-    """Synthetic far-OOD validation images in [-1, 1], kind ``id % 3``: stripes, smoothed noise, bright blobs."""
+    """Synthetic far-OOD validation images in [-1, 1], kind ``VAL_FAR_KINDS[id % 3]``: stripes, smoothed noise,
+    bright blobs."""
     rng = np.random.default_rng(VAL_FAR_SEED)
     yy, xx = np.mgrid[0:RESOLUTION, 0:RESOLUTION].astype(np.float64)
     out = np.empty((count, RESOLUTION, RESOLUTION), dtype=np.float64)
