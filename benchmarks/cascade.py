@@ -27,7 +27,7 @@ import torch
 
 from diffguard.detectors.fusion import diffguard_input
 from diffguard.guard.export import guard_from_config
-from diffguard.guard.guard import Guard
+from diffguard.guard.guard import Guard, rule_cascades
 from diffguard.run.plan import select_rows
 from diffguard.run.run_config import load_run_config
 from diffguard.sysinfo import machine
@@ -87,10 +87,12 @@ def main() -> None:
     method = args.method or cfg.recommended
     if method is None:
         raise SystemExit(f"{args.config} names no recommended detector: pass --method KEY")
+    fusions = {f.key: f for f in cfg.fusion}
+    if method not in fusions or not rule_cascades(fusions[method].build()):
+        cascading = sorted(k for k, f in fusions.items() if rule_cascades(f.build()))
+        raise SystemExit(f"{method} is not a band or veto fusion of {args.config}, so nothing cascades (a method "
+                         f"alone or the weighted rule runs DiffGuard on every image); choose one of {cascading}")
     guard, runner, source = guard_from_config(cfg, method, args.val_limit, args.batch_size, progress=True)
-    if not guard.cascades:
-        raise SystemExit(f"{method} uses neither the band nor a veto rule: nothing to cascade (the weighted rule "
-                         "reads DiffGuard on every image)")
     guard.batch_size = args.batch_size
     sets = [s.name for s in runner.spec.by_role("id", "near", "far", "csid") if s.name in runner.sources]
     fractions = band_fractions(guard, runner, sets, 256)

@@ -15,9 +15,10 @@ from PIL import Image
 
 from diffguard import Guard
 from diffguard.cli import main
-from diffguard.detectors.fusion import diffguard_input
+from diffguard.detectors.fusion import create_fusion, diffguard_input
 from diffguard.errors import UserError
 from diffguard.guard.export import export_from_run, load_run
+from diffguard.guard.guard import rule_cascades
 
 pytestmark = pytest.mark.slow
 
@@ -192,3 +193,9 @@ def test_copied_guard_moves_as_one_piece(moved: dict, tmp_path: Path) -> None:
     assert all(f["path"].startswith("models/") for rec in config["models"].values() for f in rec["files"])
     got = Guard.load(target).score(moved["x"], moved["ids"])
     np.testing.assert_allclose(got.score, moved["stored"]["knn"], rtol=1e-5, atol=1e-7)
+
+
+def test_only_band_and_veto_rules_cascade() -> None:
+    """What the cascade benchmark refuses before any compute is what a guard would not cascade."""
+    assert all(rule_cascades(create_fusion(r)) for r in ("band", "veto", "veto-split"))
+    assert not rule_cascades(create_fusion("weighted")) and not rule_cascades(None)

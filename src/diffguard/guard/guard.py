@@ -35,6 +35,12 @@ from diffguard.guard.inputs import decode_images, read_files
 from diffguard.guard.parts import Geometry, GuardResult, Part, detail_columns, raw_and_labels
 
 
+def rule_cascades(rule: Any) -> bool:
+    """True for a fusion rule whose fused score reads DiffGuard only on some images (band and veto rules), so a
+    guard runs DiffGuard on those only; False for the weighted sum (every image) and for no fusion."""
+    return isinstance(rule, BandFusion)
+
+
 @dataclass
 class Guard:
     """A fitted detector and its operating point (see the module docstring).
@@ -77,7 +83,7 @@ class Guard:
     @property
     def cascades(self) -> bool:
         """True when DiffGuard runs only where the fused score reads it (band and veto rules)."""
-        return isinstance(self.fusion, BandFusion)
+        return rule_cascades(self.fusion)
 
     def threshold_at(self, tpr: float) -> float:
         """The threshold that keeps ``tpr`` of ID-val (one of the stored quantiles)."""
